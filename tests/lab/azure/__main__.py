@@ -1,0 +1,38 @@
+"""Run the Azure emulator: ``python -m tests.lab.azure --config lab-azure.json``.
+
+The config file is a JSON object: host, port, cert, key (TLS, signed by the lab CA), ready_file (written once
+the server listens), and the LabConfig fields (see state.py). The lab launcher (tests/lab/lab.py) writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+from .app import build_server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.lab.azure", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path)
+    args = parser.parse_args(argv)
+    settings = json.loads(args.config.read_text())
+    server = build_server(settings)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    if settings.get("ready_file"):
+        Path(settings["ready_file"]).write_text(json.dumps({"port": server.server_address[1]}))
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

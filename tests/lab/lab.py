@@ -1,0 +1,259 @@
+"""Bring the whole lab up or down: the Azure emulator and a real kube-apiserver, wired together.
+
+    python -m tests.lab up        # build what is missing, start both, write .run/lab.env and .run/lab.json
+    python -m tests.lab down      # stop both
+    python -m tests.lab status    # say what runs where
+    python -m tests.lab env       # print the env file (source it: set -a; . tests/lab/.run/lab.env; set +a)
+
+The wiring: the emulated AKS cluster's OIDC issuer URL is https://127.0.0.1:<emulator>/oidc/<tenant>/<uuid>/,
+which is also the kube-apiserver's --service-account-issuer; the emulator publishes the apiserver's JWKS there,
+so a token the real apiserver signs can be exchanged at the emulated Entra ID, as on AKS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import pki
+from .azure.seed import make_seed
+from .azure.state import DEFAULT_SUBSCRIPTION, DEFAULT_TENANT
+from .kube import controlplane
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_WORKDIR = REPO / "tests" / "lab" / ".run"
+# Clusters whose issuer is the lab's kube-apiserver: the seeded one, and the one the from-nothing flow creates.
+WIRED_CLUSTERS = [["rg-wid-lab", "aks-wid-lab"], ["rg-wid-demo", "aks-wid-demo"]]
+
+
+@dataclass
+class Lab:
+    """A running lab, as recorded in lab.json; what tests and playbooks need to reach it."""
+
+    workdir: Path
+    emulator_url: str
+    ca_file: Path
+    kube_url: str
+    admin_kubeconfig: Path
+    restricted_kubeconfig: Path
+    restricted_namespace: str
+    seed: dict[str, Any]
+    env: dict[str, str]
+    emulator_pid: int
+
+    # -------------------------------------------------------------- the emulator's control API, for tests
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.emulator_url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def requests(self, since: int = 0) -> list[dict[str, Any]]:
+        return self._call("GET", f"/_lab/requests?since={since}")["requests"]
+
+    def last_seq(self) -> int:
+        return self._call("GET", "/_lab/requests?since=999999999")["last_seq"]
+
+    def writes(self, since: int = 0) -> list[dict[str, Any]]:
+        """Requests since ``since`` that could change Azure state (token requests excluded)."""
+        return [r for r in self.requests(since) if r["method"] in ("PUT", "PATCH", "POST", "DELETE") and r["plane"] in ("arm", "vault")]
+
+    def state(self) -> dict[str, Any]:
+        return self._call("GET", "/_lab/state")
+
+    def fault(self, **rule: Any) -> dict[str, Any]:
+        return self._call("POST", "/_lab/faults", rule)
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/_lab/faults")
+
+    def settings(self, **values: float) -> dict[str, Any]:
+        return self._call("POST", "/_lab/settings", values)
+
+    def reset(self) -> None:
+        self._call("POST", "/_lab/reset", {})
+
+    @classmethod
+    def load(cls, workdir: Path = DEFAULT_WORKDIR) -> Lab:
+        record = json.loads((workdir / "lab.json").read_text())
+        paths = {"workdir", "ca_file", "admin_kubeconfig", "restricted_kubeconfig"}
+        return cls(**{k: Path(v) if k in paths else v for k, v in record.items()})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _healthy(lab: Lab) -> bool:
+    try:
+        return _alive(lab.emulator_pid) and lab._call("GET", "/_lab/health")["status"] == "ok"
+    except OSError:
+        return False
+
+
+def _start_emulator(workdir: Path, ca: pki.KeyPair, port: int, config: dict[str, Any], timeout: float = 60) -> int:
+    tls = pki.issue(
+        ca,
+        workdir / "pki",
+        "emulator",
+        "aks-wid-lab-emulator",
+        dns_names=("localhost", "*.localhost", "*.vault.localhost"),
+        ip_addresses=("127.0.0.1", "::1"),
+    )
+    ready = workdir / "emulator.ready"
+    ready.unlink(missing_ok=True)
+    settings = {"host": "127.0.0.1", "port": port, "cert": str(tls.cert), "key": str(tls.key), "ready_file": str(ready), **config}
+    config_file = workdir / "emulator.json"
+    config_file.write_text(json.dumps(settings, indent=2))
+    config_file.chmod(0o600)  # holds the lab deployer's secret
+    with open(workdir / "emulator.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.lab.azure", "--config", str(config_file)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # the lab outlives `up`
+        )
+    (workdir / "emulator.pid").write_text(str(process.pid))
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the Azure emulator did not start; see {workdir / 'emulator.log'}")
+        time.sleep(0.1)
+    return process.pid
+
+
+def _env(lab_base: str, seed: dict[str, Any], ca_file: Path, plane: controlplane.ControlPlane, tenant: str, subscription: str) -> dict[str, str]:
+    """The settings a playbook needs, named as AWX's Azure and Kubernetes credentials inject them."""
+    return {
+        "AZURE_CLOUD_ENVIRONMENT": f"{lab_base}/metadata/endpoints?api-version=2022-09-01",
+        "AZURE_SUBSCRIPTION_ID": subscription,
+        "AZURE_TENANT": tenant,
+        "AZURE_CLIENT_ID": seed["deployer_client_id"],
+        "AZURE_SECRET": seed["deployer_secret"],
+        "AZURE_CA_BUNDLE": str(ca_file),
+        "K8S_AUTH_KUBECONFIG": str(plane.admin_kubeconfig),
+        "LAB_EMULATOR_URL": lab_base,
+        "LAB_RESTRICTED_KUBECONFIG": str(plane.restricted_kubeconfig),
+    }
+
+
+def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
+    workdir = workdir.resolve()
+    if (workdir / "lab.json").exists():
+        existing = Lab.load(workdir)
+        if _healthy(existing):
+            return existing
+        down(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    controlplane.find_binaries()  # builds kube-apiserver on first use (minutes), before anything starts
+    ca = pki.create_ca(workdir / "pki")
+    emulator_port, kube_port = _free_port(), _free_port()
+    base = f"https://127.0.0.1:{emulator_port}"
+    seed = make_seed()
+    issuer = f"{base}/oidc/{DEFAULT_TENANT}/{seed['cluster_issuer_uuid']}/"  # AKS's shape: trailing slash
+    config = {
+        "base_url": base,
+        "vault_dns_suffix": f"vault.localhost:{emulator_port}",
+        "tenant_id": DEFAULT_TENANT,
+        "subscription_id": DEFAULT_SUBSCRIPTION,
+        "kube_apiserver_url": f"https://127.0.0.1:{kube_port}",
+        "kube_issuer_url": issuer,
+        "kube_ca_file": str(ca.cert),
+        "ca_file": str(ca.cert),
+        "wired_clusters": WIRED_CLUSTERS,
+        "seed": seed,
+    }
+    emulator_pid = _start_emulator(workdir, ca, emulator_port, config)
+    try:
+        plane = controlplane.start(workdir / "kube", ca, issuer, issuer + "openid/v1/jwks", port=kube_port)
+    except Exception:
+        _stop_pid(workdir / "emulator.pid")
+        raise
+    env = _env(base, seed, ca.cert, plane, DEFAULT_TENANT, DEFAULT_SUBSCRIPTION)
+    lab = Lab(workdir, base, ca.cert, plane.url, plane.admin_kubeconfig, plane.restricted_kubeconfig,
+              plane.restricted_namespace, seed, env, emulator_pid)
+    record = {k: str(v) if isinstance(v, Path) else v for k, v in lab.__dict__.items()}
+    (workdir / "lab.json").write_text(json.dumps(record, indent=2))
+    (workdir / "lab.json").chmod(0o600)
+    env_file = workdir / "lab.env"
+    env_file.write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in env.items()))
+    env_file.chmod(0o600)
+    if not quiet:
+        print(f"lab up in {time.monotonic() - started:.1f}s: Azure emulator {base}, kube-apiserver {plane.url}")
+        print(f"settings: {env_file}  (set -a; . {env_file}; set +a)")
+    return lab
+
+
+def _stop_pid(pid_file: Path, timeout: float = 15) -> None:
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().strip() or 0)
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child (tests)
+            except ChildProcessError:
+                pass
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+
+
+def down(workdir: Path = DEFAULT_WORKDIR) -> None:
+    workdir = workdir.resolve()
+    controlplane.stop(workdir / "kube")
+    _stop_pid(workdir / "emulator.pid")
+    (workdir / "lab.json").unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "status", "env", "build"])
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        controlplane.find_binaries()
+    elif args.command == "up":
+        up(args.workdir)
+    elif args.command == "down":
+        down(args.workdir)
+        print("lab down")
+    elif args.command == "env":
+        print((args.workdir / "lab.env").read_text(), end="")
+    else:
+        if not (args.workdir / "lab.json").exists():
+            print("lab: not running")
+            return 1
+        lab = Lab.load(args.workdir)
+        print(f"lab: {'running' if _healthy(lab) else 'NOT healthy'}; Azure emulator {lab.emulator_url}; kube-apiserver {lab.kube_url}")
+    return 0

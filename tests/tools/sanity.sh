@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# ansible-test sanity wants the collection at .../ansible_collections/aks/workload_identity and tests only what
+# git tracks there: copy the tracked (and new, not ignored) files into such a tree and run it there.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+venv=${VENV:-$repo/.venv}
+dest=$repo/.build/sanity/ansible_collections/aks/workload_identity
+rm -rf "$dest" && mkdir -p "$dest"
+cd "$repo"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+  [ -e "$f" ] && printf '%s\0' "$f"
+done | tar --null -T - -cf - | tar -xf - -C "$dest"
+cd "$dest"
+git init -q && git add -A
+# ansible-test bootstraps pip in each sanity venv with a script it downloads from a host these machines cannot
+# reach; the shared stand-in puts ensurepip + PyPI in its place (../shared/ENVIRONMENT.md).
+PATH="$venv/bin:$PATH" bash "$repo/../shared/tools/ansible-test-pip-bootstrap" >/dev/null
+PATH="$venv/bin:$PATH" ansible-test sanity --local --requirements --python 3.11 --color no "$@"
