@@ -13,6 +13,7 @@ so a token the real apiserver signs can be exchanged at the emulated Entra ID, a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -70,7 +71,11 @@ class Lab:
 
     def writes(self, since: int = 0) -> list[dict[str, Any]]:
         """Requests since ``since`` that could change Azure state (token requests excluded)."""
-        return [r for r in self.requests(since) if r["method"] in ("PUT", "PATCH", "POST", "DELETE") and r["plane"] in ("arm", "vault")]
+        return [
+            r
+            for r in self.requests(since)
+            if r["method"] in ("PUT", "PATCH", "POST", "DELETE") and r["plane"] in ("arm", "vault")
+        ]
 
     def state(self) -> dict[str, Any]:
         return self._call("GET", "/_lab/state")
@@ -126,7 +131,14 @@ def _start_emulator(workdir: Path, ca: pki.KeyPair, port: int, config: dict[str,
     )
     ready = workdir / "emulator.ready"
     ready.unlink(missing_ok=True)
-    settings = {"host": "127.0.0.1", "port": port, "cert": str(tls.cert), "key": str(tls.key), "ready_file": str(ready), **config}
+    settings = {
+        "host": "127.0.0.1",
+        "port": port,
+        "cert": str(tls.cert),
+        "key": str(tls.key),
+        "ready_file": str(ready),
+        **config,
+    }
     config_file = workdir / "emulator.json"
     config_file.write_text(json.dumps(settings, indent=2))
     config_file.chmod(0o600)  # holds the lab deployer's secret
@@ -148,7 +160,21 @@ def _start_emulator(workdir: Path, ca: pki.KeyPair, port: int, config: dict[str,
     return process.pid
 
 
-def _env(lab_base: str, seed: dict[str, Any], ca_file: Path, plane: controlplane.ControlPlane, tenant: str, subscription: str) -> dict[str, str]:
+def _ca_bundle(workdir: Path, lab_ca: Path) -> Path:
+    """The system's trusted CAs plus the lab CA: one bundle that reaches both the lab and the real Azure."""
+    import certifi
+
+    system = Path(ssl.get_default_verify_paths().cafile or certifi.where())
+    if not system.exists():
+        system = Path(certifi.where())
+    bundle = workdir / "ca-bundle.pem"
+    bundle.write_text(system.read_text() + "\n" + lab_ca.read_text())
+    return bundle
+
+
+def _env(
+    lab_base: str, seed: dict[str, Any], ca_file: Path, plane: controlplane.ControlPlane, tenant: str, subscription: str
+) -> dict[str, str]:
     """The settings a playbook needs, named as AWX's Azure and Kubernetes credentials inject them."""
     return {
         "AZURE_CLOUD_ENVIRONMENT": f"{lab_base}/metadata/endpoints?api-version=2022-09-01",
@@ -157,6 +183,7 @@ def _env(lab_base: str, seed: dict[str, Any], ca_file: Path, plane: controlplane
         "AZURE_CLIENT_ID": seed["deployer_client_id"],
         "AZURE_SECRET": seed["deployer_secret"],
         "AZURE_CA_BUNDLE": str(ca_file),
+        "REQUESTS_CA_BUNDLE": str(ca_file),  # for any other requests-based client (az CLI, the SDKs' samples)
         "K8S_AUTH_KUBECONFIG": str(plane.admin_kubeconfig),
         "LAB_EMULATOR_URL": lab_base,
         "LAB_RESTRICTED_KUBECONFIG": str(plane.restricted_kubeconfig),
@@ -196,9 +223,19 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
     except Exception:
         _stop_pid(workdir / "emulator.pid")
         raise
-    env = _env(base, seed, ca.cert, plane, DEFAULT_TENANT, DEFAULT_SUBSCRIPTION)
-    lab = Lab(workdir, base, ca.cert, plane.url, plane.admin_kubeconfig, plane.restricted_kubeconfig,
-              plane.restricted_namespace, seed, env, emulator_pid)
+    env = _env(base, seed, _ca_bundle(workdir, ca.cert), plane, DEFAULT_TENANT, DEFAULT_SUBSCRIPTION)
+    lab = Lab(
+        workdir,
+        base,
+        ca.cert,
+        plane.url,
+        plane.admin_kubeconfig,
+        plane.restricted_kubeconfig,
+        plane.restricted_namespace,
+        seed,
+        env,
+        emulator_pid,
+    )
     record = {k: str(v) if isinstance(v, Path) else v for k, v in lab.__dict__.items()}
     (workdir / "lab.json").write_text(json.dumps(record, indent=2))
     (workdir / "lab.json").chmod(0o600)
@@ -219,10 +256,8 @@ def _stop_pid(pid_file: Path, timeout: float = 15) -> None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while _alive(pid) and time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child (tests)
-            except ChildProcessError:
-                pass
             time.sleep(0.1)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
@@ -237,7 +272,9 @@ def down(workdir: Path = DEFAULT_WORKDIR) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status", "env", "build"])
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
@@ -255,5 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             print("lab: not running")
             return 1
         lab = Lab.load(args.workdir)
-        print(f"lab: {'running' if _healthy(lab) else 'NOT healthy'}; Azure emulator {lab.emulator_url}; kube-apiserver {lab.kube_url}")
+        print(
+            f"lab: {'running' if _healthy(lab) else 'NOT healthy'}; Azure emulator {lab.emulator_url}; kube-apiserver {lab.kube_url}"
+        )
     return 0

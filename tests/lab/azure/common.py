@@ -16,7 +16,11 @@ def utcnow_iso() -> str:
 def require_api_version(request: Request, supported: tuple[str, ...] | None = None) -> str:
     version = request.api_version
     if not version:
-        raise ArmError(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")
+        raise ArmError(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        )
     if supported and version not in supported:
         raise ArmError(
             400,

@@ -42,13 +42,25 @@ def running_emulator(workdir: Path, **config: Any) -> Iterator[RunningEmulator]:
     """Start the emulator on a free loopback port; ``config`` overrides LabConfig fields (e.g. kube_issuer_url)."""
     ca = pki.create_ca(workdir / "pki")
     tls = pki.issue(
-        ca, workdir / "pki", "emulator", "aks-wid-lab-emulator",
-        dns_names=("localhost", "*.localhost", "*.vault.localhost"), ip_addresses=("127.0.0.1", "::1"),
+        ca,
+        workdir / "pki",
+        "emulator",
+        "aks-wid-lab-emulator",
+        dns_names=("localhost", "*.localhost", "*.vault.localhost"),
+        ip_addresses=("127.0.0.1", "::1"),
     )
     seed = make_seed(config.pop("seed", None))
     # Bind first to learn the port: the vault suffix and base URL carry it.
-    settings: dict[str, Any] = {"cert": str(tls.cert), "key": str(tls.key), "port": 0, "base_url": "https://127.0.0.1:0",
-                                "vault_dns_suffix": "vault.localhost:0", "seed": seed, **config}
+    settings: dict[str, Any] = {
+        "cert": str(tls.cert),
+        "key": str(tls.key),
+        "port": 0,
+        "base_url": "https://127.0.0.1:0",
+        "vault_dns_suffix": "vault.localhost:0",
+        "seed": seed,
+        "ca_file": str(ca.cert),
+        **config,
+    }
     server = build_server(settings)
     port = server.server_address[1]
     server.state.config.base_url = f"https://127.0.0.1:{port}"

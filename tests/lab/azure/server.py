@@ -50,7 +50,9 @@ class Request:
         try:
             return json.loads(self.body)
         except ValueError as exc:
-            raise ArmError(400, "InvalidRequestContent", f"The request content was invalid and could not be deserialized: '{exc}'.") from exc
+            raise ArmError(
+                400, "InvalidRequestContent", f"The request content was invalid and could not be deserialized: '{exc}'."
+            ) from exc
 
     @property
     def api_version(self) -> str | None:
@@ -211,7 +213,10 @@ def _fault_response(rule: dict[str, Any]) -> Response:
     if rule.get("retry_after") is not None:
         headers["Retry-After"] = str(rule["retry_after"])
     defaults = {
-        429: ("TooManyRequests", "The request is being throttled as the limit has been reached for operation type. Please try again later."),
+        429: (
+            "TooManyRequests",
+            "The request is being throttled as the limit has been reached for operation type. Please try again later.",
+        ),
         500: ("InternalServerError", "Encountered internal server error. Please try again."),
         503: ("ServiceUnavailable", "The service is temporarily unavailable. Please try again later."),
     }
@@ -235,7 +240,7 @@ class EmulatorServer(ThreadingHTTPServer):
         sock.settimeout(30)
         return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
-    def handle_error(self, request, client_address):  # noqa: D401 - quiet handshake noise from probes
+    def handle_error(self, request, client_address):
         pass
 
 
@@ -294,8 +299,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if matched is None:
                 if path_known:
-                    raise ArmError(405, "MethodNotAllowed", f"The requested resource does not support http method '{request.method}'.")
-                raise ArmError(404, "NotFound", f"No HTTP resource was found that matches the request URI '{request.path}'.")
+                    raise ArmError(
+                        405,
+                        "MethodNotAllowed",
+                        f"The requested resource does not support http method '{request.method}'.",
+                    )
+                raise ArmError(
+                    404, "NotFound", f"No HTTP resource was found that matches the request URI '{request.path}'."
+                )
             if matched.auth:
                 request.principal = self.server.state.authenticate(request, matched.auth)
             return matched.handler(request, self.server.state)
@@ -364,7 +375,9 @@ def _lab_api(server: EmulatorServer, request: Request) -> Response:
     if path == "/_lab/health":
         return Response(200, {"status": "ok"})
     if path == "/_lab/requests" and request.method == "GET":
-        return Response(200, {"last_seq": server.log.last_seq, "requests": server.log.since(int(request.query.get("since", 0)))})
+        return Response(
+            200, {"last_seq": server.log.last_seq, "requests": server.log.since(int(request.query.get("since", 0)))}
+        )
     if path == "/_lab/faults":
         if request.method == "POST":
             return Response(201, server.faults.add(request.json() or {}))

@@ -34,6 +34,9 @@ class LabConfig:
     kube_apiserver_url: str | None = None
     kube_issuer_url: str | None = None
     kube_ca_file: str | None = None
+    # The lab CA bundle: what the emulated Entra ID trusts when it fetches an external OIDC issuer's discovery
+    # document and JWKS over HTTPS (issuers served by this emulator or by a test). None = the system store.
+    ca_file: str | None = None
     wired_clusters: list[list[str]] = field(default_factory=list)  # [[resource_group, cluster_name], ...]
     seed: dict[str, Any] = field(default_factory=dict)  # names and secrets of the seeded world (see seed.py)
 
@@ -82,6 +85,7 @@ class State:
             self.principals: dict[str, dict[str, Any]] = {}  # object id -> principal
             self.operations: dict[str, dict[str, Any]] = {}  # long-running operations by id
             self.secrets: dict[str, dict[str, list[dict[str, Any]]]] = {}  # vault -> secret name -> versions
+            self.deleted_secrets: dict[str, dict[str, dict[str, Any]]] = {}  # vault -> name -> soft-deleted secret
             for _, function in sorted(_SEEDERS, key=lambda item: item[0]):
                 function(self)
 
@@ -103,9 +107,12 @@ class State:
                     "config": asdict(self.config),
                     "settings": self.settings,
                     "resources": self.resources,
-                    "principals": {k: {n: v for n, v in p.items() if n != "secret"} for k, p in self.principals.items()},
+                    "principals": {
+                        k: {n: v for n, v in p.items() if n != "secret"} for k, p in self.principals.items()
+                    },
                     "operations": self.operations,
                     "secrets": {v: sorted(names) for v, names in self.secrets.items()},
+                    "deleted_secrets": {v: sorted(names) for v, names in self.deleted_secrets.items()},
                 }
             )
 
@@ -202,15 +209,24 @@ class State:
         if kind == "vault":
             return self._authenticate_vault(token)
         if not token:
-            raise TokenError(lambda: _arm_401(ArmError, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."))
+            raise TokenError(
+                lambda: _arm_401(
+                    ArmError, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
+                )
+            )
         try:
             claims = self.tokens.decode(token)
         except Exception:
-            raise TokenError(lambda: _arm_401(ArmError, "InvalidAuthenticationToken", "The access token is invalid.")) from None
+            raise TokenError(
+                lambda: _arm_401(ArmError, "InvalidAuthenticationToken", "The access token is invalid.")
+            ) from None
         if claims["exp"] < self.now():
             message = f"The access token expiry UTC time '{utc(claims['exp'])}' is earlier than current UTC time '{utc(self.now())}'."
             raise TokenError(lambda: _arm_401(ArmError, "ExpiredAuthenticationToken", message))
-        allowed = {self.config.arm_audience, self.config.arm_audience.rstrip("/"), self.config.base_url + "/", self.config.base_url}
+        # ARM accepts both of its names, with and without the slash: its own 401 lists 'https://management.core.
+        # windows.net/','https://management.core.windows.net','https://management.azure.com/','https://management.azure.com'.
+        arm_names = (self.config.arm_audience, "https://management.azure.com/", self.config.base_url + "/")
+        allowed = {name for base in arm_names for name in (base, base.rstrip("/"))}
         if claims["aud"] not in allowed:
             listed = ",".join(f"'{a}'" for a in sorted(allowed))
             message = (
@@ -242,12 +258,18 @@ class State:
         except Exception:
             raise TokenError(unauthorized("AKV10001: Invalid token.")) from None  # UNVERIFIED wording
         if claims["aud"].rstrip("/") != self.config.vault_audience:
-            raise TokenError(unauthorized(f"AKV10022: Invalid audience. Expected {self.config.vault_audience}, found: {claims['aud']}."))
+            raise TokenError(
+                unauthorized(
+                    f"AKV10022: Invalid audience. Expected {self.config.vault_audience}, found: {claims['aud']}."
+                )
+            )
         if claims["exp"] < self.now():
             raise TokenError(unauthorized("AKV10032: Token expired."))  # UNVERIFIED wording
         return claims
 
 
 def _arm_401(error_class, code: str, message: str):
-    headers = {"WWW-Authenticate": f'Bearer authorization_uri="https://login.windows.net/", error="invalid_token", error_description="{message}"'}
+    headers = {
+        "WWW-Authenticate": f'Bearer authorization_uri="https://login.windows.net/", error="invalid_token", error_description="{message}"'
+    }
     return error_class(401, code, message, headers).response()

@@ -7,6 +7,7 @@ against Azure.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import time
 import uuid
@@ -53,6 +54,22 @@ class TokenIssuer:
         }
         token = jwt.encode(payload, self._key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
         return token, lifetime
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The signing key as Entra publishes it at /{tenant}/discovery/v2.0/keys."""
+        numbers = self._key.public_key().public_numbers()
+
+        def b64(value: int) -> str:
+            return base64.urlsafe_b64encode(value.to_bytes((value.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+        return {
+            "kty": "RSA",
+            "use": "sig",
+            "kid": self.kid,
+            "n": b64(numbers.n),
+            "e": b64(numbers.e),
+            "issuer": self.issuer,
+        }
 
     def decode(self, token: str) -> dict[str, Any]:
         """Verify signature and issuer; audience and expiry are checked by the caller, which owns the wording."""

@@ -1,0 +1,60 @@
+# Copyright: Contributors to the aks.workload_identity collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Reconcilers: one per resource kind, shared by the modules and any bulk entry point.
+
+Every reconciler follows the same four steps: read the actual state (``read``), compare it with the desired
+state and decide (``plan`` -> ``Plan``), carry the plan out unless in check mode (``apply``), and report
+before/after. Plans are plain data so unit tests can assert on decisions without any network.
+
+Private to this collection: the names here may change without notice.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing as t
+from dataclasses import dataclass, field
+
+CREATE = "create"
+UPDATE = "update"
+DELETE = "delete"
+NONE = "none"  # nothing to do: the actual state already is the desired one
+ADOPT = "adopt"  # an equivalent object exists under another name: use it, write nothing
+
+
+@dataclass
+class Plan:
+    """What a reconciler decided. ``before``/``after`` are normalised snake_case dicts (None = absent)."""
+
+    action: str
+    before: dict[str, t.Any] | None
+    after: dict[str, t.Any] | None
+    warnings: list[str] = field(default_factory=list)
+    reason: str = ""  # one short sentence on why, for the module's result and for tests
+
+    @property
+    def changed(self) -> bool:
+        return self.action in (CREATE, UPDATE, DELETE)
+
+    def diff(self) -> dict[str, dict[str, t.Any]]:
+        """Ansible's diff: before/after as dicts ({} for absent)."""
+        return {"before": copy.deepcopy(self.before) or {}, "after": copy.deepcopy(self.after) or {}}
+
+
+def changed_keys(before: t.Mapping[str, t.Any] | None, after: t.Mapping[str, t.Any] | None) -> list[str]:
+    """Top-level keys whose values differ between two normalised dicts."""
+    before, after = before or {}, after or {}
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+def merge_owned(current: t.Mapping[str, str] | None, desired: t.Mapping[str, str | None]) -> dict[str, str]:
+    """Labels/annotations/tags: set the keys we own, delete those desired as None, keep everybody else's."""
+    merged = dict(current or {})
+    for key, value in desired.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged

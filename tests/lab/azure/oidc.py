@@ -1,0 +1,99 @@
+"""The OIDC issuers of the emulated AKS clusters: discovery document and JSON Web Key Set, anonymous, over HTTPS.
+
+AKS publishes ``{issuerURL}.well-known/openid-configuration`` and ``{issuerURL}openid/v1/jwks`` for every cluster
+with the issuer enabled (azure-facts §5); Entra fetches them to verify service-account tokens. Here:
+
+- a cluster wired to the lab's kube-apiserver publishes that apiserver's keys, read from its own
+  ``/openid/v1/jwks`` (anonymous, TLS checked against the lab CA) just as AKS publishes the keys its clusters sign
+  with, so a token the real apiserver signed verifies through this issuer;
+- any other cluster publishes a valid discovery document and an empty key set: nothing signs for it.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+from .aks import RESPONSE_TYPE, settled_cluster
+from .server import ArmError, Request, Response, route
+from .state import State
+
+_DISCOVERY = ".well-known/openid-configuration"
+_JWKS = "openid/v1/jwks"
+_FETCH_TIMEOUT_SECONDS = 5.0
+
+
+def _published_issuer(state: State, issuer_path: str) -> str | None:
+    """The issuer URL whose path is ``issuer_path``, among clusters whose issuer is enabled and published."""
+    for found in state.find(lambda key, body: body.get("type") == RESPONSE_TYPE):
+        cluster = settled_cluster(state, found["id"])
+        profile = (cluster or {}).get("properties", {}).get("oidcIssuerProfile", {})
+        if not profile.get("enabled") or not state.meta_of(found["id"]).get("issuer_published"):
+            continue
+        if urlsplit(profile["issuerURL"]).path == issuer_path:
+            return profile["issuerURL"]
+    return None
+
+
+def _discovery(issuer: str) -> dict[str, Any]:
+    # The fields kube-apiserver serves (and AKS's issuer mirrors): issuer exactly as configured, trailing slash
+    # included; jwks_uri under it; RS256-signed id_tokens only.
+    return {
+        "issuer": issuer,
+        "jwks_uri": issuer.rstrip("/") + "/" + _JWKS,
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }
+
+
+def _apiserver_keys(state: State) -> bytes:
+    """The lab kube-apiserver's service-account public keys. 502/503 when they cannot be had (UNVERIFIED: what
+    AKS's issuer host answers when its keys are missing)."""
+    apiserver = state.config.kube_apiserver_url
+    if not apiserver:
+        raise ArmError(
+            503,
+            "ServiceUnavailable",
+            "The cluster's OIDC signing keys are not available: no kube-apiserver is configured.",
+        )
+    context = (
+        ssl.create_default_context(cafile=state.config.kube_ca_file)
+        if state.config.kube_ca_file
+        else ssl.create_default_context()
+    )
+    # No proxies: the apiserver is on loopback, and an HTTPS_PROXY in the environment must not intercept it.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    url = apiserver.rstrip("/") + "/" + _JWKS
+    try:
+        with opener.open(url, timeout=_FETCH_TIMEOUT_SECONDS) as answer:
+            payload = answer.read()
+        if not isinstance(json.loads(payload).get("keys"), list):
+            raise ValueError("no 'keys' array")
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise ArmError(
+            502, "BadGateway", f"The cluster's OIDC signing keys could not be read from {url}: {error}"
+        ) from None
+    return payload
+
+
+@route(
+    "GET",
+    r"/oidc/(?P<issuer_path>.*?)(?P<document>\.well-known/openid-configuration|openid/v1/jwks)",
+    plane="oidc",
+    auth=None,
+)
+def get_issuer_document(request: Request, state: State) -> Response:
+    issuer = _published_issuer(state, "/oidc/" + request.params.get("issuer_path", ""))
+    if issuer is None:  # unknown issuer, or one that is disabled / not yet published
+        raise ArmError(404, "NotFound", f"No OIDC issuer document at '{request.path}'.")  # UNVERIFIED wording
+    if request.params["document"].lower() == _DISCOVERY:
+        return Response(200, _discovery(issuer), content_type="application/json")
+    # Only wired clusters carry the apiserver's issuer (aks.issuer_url), so the URL tells which keys to publish.
+    wired = bool(state.config.kube_issuer_url) and issuer == state.config.kube_issuer_url
+    keys = _apiserver_keys(state) if wired else json.dumps({"keys": []}).encode()
+    return Response(200, keys, content_type="application/jwk-set+json")  # kube-apiserver's media type for JWKS
