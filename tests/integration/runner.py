@@ -87,7 +87,9 @@ def run_module(
             "ANSIBLE_LOCALHOST_WARNING": "0",
             "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
         }
-        completed = subprocess.run(command, env=environ, capture_output=True, text=True, cwd=tmp, timeout=600)
+        completed = subprocess.run(
+            command, env=environ, capture_output=True, text=True, cwd=tmp, timeout=600, check=False
+        )
         output = completed.stdout + completed.stderr
         if not out.exists():
             raise AssertionError(f"ansible-playbook did not run the task:\n{output}")

@@ -174,7 +174,7 @@ def test_exchange_succeeds_only_with_a_matching_federated_credential(world, issu
     with pytest.raises(ClientAuthenticationError, match="AADSTS700211"):
         world.exchange(client_id, token, tmp_path)
     _federate(world, workload, issuer, workload["subject"])
-    _, access = world.exchange(client_id, token, tmp_path)
+    _credential, access = world.exchange(client_id, token, tmp_path)
     claims = _claims(access.token)
     assert claims["aud"] == ARM_SCOPE.removesuffix("/.default")
     assert claims["oid"] == workload["identity"].principal_id
@@ -213,7 +213,7 @@ def test_workload_reads_a_key_vault_secret_once_granted(world, issuer, workload,
     token = world.service_account_token(workload["namespace"], workload["name"])
     vault = world.keyvault.vaults.get(seed["resource_group"], seed["rbac_vault"])
     assert vault.properties.enable_rbac_authorization is True
-    credential, _ = world.exchange(workload["identity"].client_id, token, tmp_path)
+    credential, _access = world.exchange(workload["identity"].client_id, token, tmp_path)
     secrets = SecretClient(vault.properties.vault_uri, credential, connection_verify=world.ca)  # no overrides
     with pytest.raises(HttpResponseError) as denied:
         secrets.get_secret(seed["secret_name"])

@@ -15,13 +15,17 @@ from pathlib import Path
 from .app import build_server
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.lab.azure", description=__doc__)
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args(argv)
     settings = json.loads(args.config.read_text())
     server = build_server(settings)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     if settings.get("ready_file"):
         Path(settings["ready_file"]).write_text(json.dumps({"port": server.server_address[1]}))
     try:

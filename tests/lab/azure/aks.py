@@ -252,7 +252,7 @@ def _check_immutable(props: dict[str, Any], existing: dict[str, Any]) -> None:
 
 
 def _random_label(length: int) -> str:
-    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(length))
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _index in range(length))
 
 
 def _versions_for(props: dict[str, Any], current: dict[str, Any] | None) -> tuple[str, str]:
@@ -493,7 +493,7 @@ def _finish_provisioning(state: State, cluster: dict[str, Any], meta: dict[str, 
         pool["provisioningState"] = "Succeeded"
     if "identityProfile" not in props:  # placed after maxAgentPools, where real bodies carry it
         entries = list(props.items())
-        at = [key for key, _ in entries].index("maxAgentPools") + 1
+        at = [entry[0] for entry in entries].index("maxAgentPools") + 1
         entries.insert(at, ("identityProfile", {"kubeletidentity": _kubelet_identity(state, cluster, meta)}))
         props = cluster["properties"] = dict(entries)
     balancer = props["networkProfile"].get("loadBalancerProfile")

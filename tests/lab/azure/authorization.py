@@ -170,7 +170,7 @@ BUILT_IN_ROLES: list[tuple[str, str, str, list[str], list[str], list[str]]] = [
         [],
     ),
 ]
-ROLE_IDS = {name: guid for name, guid, *_ in BUILT_IN_ROLES}
+ROLE_IDS = {role[0]: role[1] for role in BUILT_IN_ROLES}
 
 
 # ---------------------------------------------------------------------------------------------- scopes

@@ -86,7 +86,7 @@ class State:
             self.operations: dict[str, dict[str, Any]] = {}  # long-running operations by id
             self.secrets: dict[str, dict[str, list[dict[str, Any]]]] = {}  # vault -> secret name -> versions
             self.deleted_secrets: dict[str, dict[str, dict[str, Any]]] = {}  # vault -> name -> soft-deleted secret
-            for _, function in sorted(_SEEDERS, key=lambda item: item[0]):
+            for _order, function in sorted(_SEEDERS, key=lambda item: item[0]):
                 function(self)
 
     def update_settings(self, values: dict[str, Any]) -> None:

@@ -87,7 +87,7 @@ class StaticTokenCredential:
 
 def _token(emulator: RunningEmulator) -> str:
     seed = emulator.seed
-    token, _ = emulator.state.tokens.issue(
+    token, _lifetime = emulator.state.tokens.issue(
         audience=emulator.config.arm_audience, oid=seed["deployer_object_id"], appid=seed["deployer_client_id"]
     )
     return token
@@ -241,7 +241,7 @@ def test_metadata_endpoints_shapes_and_configure_a_client(emulator, credential):
 def test_arm_requires_a_valid_token_and_api_version(emulator, http):
     anonymous = requests.get(_cluster_url(emulator), verify=str(emulator.ca_file))
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "AuthenticationFailed"
-    missing = http.get(_cluster_url(emulator).split("?")[0])
+    missing = http.get(_cluster_url(emulator).split("?", maxsplit=1)[0])
     assert _error(missing)[:2] == (400, "MissingApiVersionParameter")
     old = http.get(_cluster_url(emulator).replace(AKS_API, "2019-06-01"))
     assert _error(old)[:2] == (400, "NoRegisteredProviderFound")
@@ -386,7 +386,7 @@ def test_put_is_a_long_running_operation_with_azure_asyncoperation(emulator, htt
     status_url = put.headers["Azure-AsyncOperation"]
     prefix = f"{emulator.base_url}/subscriptions/{emulator.config.subscription_id}/providers/Microsoft.ContainerService/locations/eastus/operations/"
     assert status_url.startswith(prefix) and status_url.endswith("?api-version=2016-03-30")
-    operation_id = status_url[len(prefix) :].split("?")[0]
+    operation_id = status_url[len(prefix) :].split("?", maxsplit=1)[0]
     conflict = http.put(_cluster_url(emulator), json=body)
     assert _error(conflict)[:2] == (409, "OperationNotAllowed")
     assert "Another operation (Updating) is in progress" in _error(conflict)[2]
@@ -831,7 +831,7 @@ def test_concurrent_credential_writes_on_one_identity_conflict(emulator, msi, ht
             thread.join()
         return results, time.monotonic() - started
 
-    same, _ = put_all([(identity, "fic-x"), (identity, "fic-y")])
+    same, _other = put_all([(identity, "fic-x"), (identity, "fic-y")])
     statuses = sorted(r.status_code for r in same)
     assert statuses == [201, 409]
     conflict = next(r for r in same if r.status_code == 409)
@@ -913,7 +913,9 @@ def test_callers_without_a_role_are_refused_and_lists_are_filtered(emulator):
     if importlib.util.find_spec("tests.lab.azure.authorization") is None:
         pytest.skip("RBAC is enforced by authorization.py, not written yet")
     stranger = str(uuid.uuid4())
-    token, _ = emulator.state.tokens.issue(audience=emulator.config.arm_audience, oid=stranger, appid=str(uuid.uuid4()))
+    token, _lifetime = emulator.state.tokens.issue(
+        audience=emulator.config.arm_audience, oid=stranger, appid=str(uuid.uuid4())
+    )
     session = requests.Session()
     session.trust_env = False
     session.verify = str(emulator.ca_file)

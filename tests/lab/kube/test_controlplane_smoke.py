@@ -119,7 +119,7 @@ def test_restricted_user_is_confined_to_its_namespace(plane, admin, restricted):
     assert token.status.token
     for forbidden in (
         lambda: core.create_namespaced_service_account("elsewhere", {"metadata": {"name": "theirs"}}),
-        lambda: core.list_namespace(),
+        core.list_namespace,
         lambda: core.list_namespaced_secret(plane.restricted_namespace),
     ):
         with pytest.raises(ApiException) as raised:

@@ -39,7 +39,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.errors impor
     WorkloadIdentityError,
     retry_after_from_exception,
 )
-
 from tests.unit.conftest import failure, module_args
 
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -67,6 +66,13 @@ def _params(**overrides: t.Any) -> dict[str, t.Any]:
 def _resolved(args: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
     with module_args(args or {}):
         return AzureModule().params
+
+
+def _raiser(exc):
+    def call():
+        raise exc
+
+    return call
 
 
 @pytest.mark.parametrize(
@@ -293,7 +299,7 @@ def test_real_sdk_classes_accept_our_keyword_arguments(token_file):
         (_params(), ChainedTokenCredential),
     ]
     for params, expected in cases:
-        assert type(build_credential(LAB, params).credential) is expected
+        assert build_credential(LAB, params).credential.__class__ is expected
 
 
 # --- clouds ----------------------------------------------------------------------------------------------------------------
@@ -536,9 +542,7 @@ def test_azure_call_functional_form():
     assert azure_call(lambda: 42, "x") == 42
     with pytest.raises(WorkloadIdentityError, match="Failed to list role assignments: AuthorizationFailed: no access"):
         azure_call(boom, "list role assignments")
-    assert (
-        azure_call(lambda: (_ for _ in ()).throw(arm_error(404, "NotFound", "m")), "x", none_if_not_found=True) is None
-    )
+    assert azure_call(_raiser(arm_error(404, "NotFound", "m")), "x", none_if_not_found=True) is None
 
 
 @pytest.mark.parametrize(
@@ -688,9 +692,9 @@ def _module(args: dict[str, t.Any]) -> AzureModule:
 
 def test_subscription_id_is_required_and_checked():
     with pytest.raises(WorkloadIdentityError, match="subscription_id is required"):
-        _ = _module({}).subscription_id
+        assert not _module({}).subscription_id
     with pytest.raises(WorkloadIdentityError, match="must be a subscription GUID"):
-        _ = _module({"subscription_id": "prod"}).subscription_id
+        assert not _module({"subscription_id": "prod"}).subscription_id
     assert _module({"subscription_id": SUB}).subscription_id == SUB
 
 
@@ -777,7 +781,7 @@ def test_fail_names_the_credential_on_authentication_errors(capsys, credentials)
     exc = ClientAuthenticationError(message="AADSTS7000215: Invalid client secret provided.")
     with module_args({"client_id": CLIENT, "secret": SECRET, "tenant": TENANT}):
         azure = AzureModule()
-        _ = azure.credential
+        assert azure.credential is not None
         result = failure(capsys, lambda: azure.fail(azure_error(exc, "read cluster", "'c1'")))
     assert result["error_code"] == "AADSTS7000215"
     assert result["msg"].endswith(

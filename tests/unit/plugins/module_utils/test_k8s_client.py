@@ -29,7 +29,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client i
     k8s_call,
     k8s_error,
 )
-
 from tests.unit.conftest import failure, module_args
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.kube-token.sig"
