@@ -92,6 +92,15 @@ class Lab:
     def reset(self) -> None:
         self._call("POST", "/_lab/reset", {})
 
+    # -------------------------------------------------------------- the kube-apiserver's audit log, for tests
+    def kube_mark(self) -> int:
+        return controlplane.audit_mark(self.workdir / "kube")
+
+    def kube_writes(self, since: int = 0, *, include_dry_run: bool = False) -> list[dict[str, Any]]:
+        """Writes the apiserver accepted or refused after ``since`` (dry runs excluded unless asked)."""
+        events = controlplane.audit_writes(self.workdir / "kube", since)
+        return [e for e in events if include_dry_run or not e["dry_run"]]
+
     @classmethod
     def load(cls, workdir: Path = DEFAULT_WORKDIR) -> Lab:
         record = json.loads((workdir / "lab.json").read_text())

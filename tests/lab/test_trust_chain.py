@@ -245,3 +245,16 @@ def test_restricted_user_is_confined_to_its_namespace(world):
     with pytest.raises(k8s.ApiException) as forbidden:
         core.create_namespaced_service_account("default", k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=name)))
     assert forbidden.value.status == 403
+
+
+def test_audit_log_tells_dry_runs_from_writes(world):
+    """Tests prove "check mode wrote nothing" with the apiserver's own audit log."""
+    namespace = world.lab.restricted_namespace
+    name = f"sa-{uuid.uuid4().hex[:6]}"
+    body = k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=name))
+    mark = world.lab.kube_mark()
+    world.core.create_namespaced_service_account(namespace, body, dry_run="All")
+    assert world.lab.kube_writes(mark) == []
+    assert [e["verb"] for e in world.lab.kube_writes(mark, include_dry_run=True)] == ["create"]
+    world.core.create_namespaced_service_account(namespace, body)
+    assert [(e["verb"], e["code"]) for e in world.lab.kube_writes(mark)] == [("create", 201)]

@@ -240,7 +240,61 @@ def _apiserver_args(port: int, pki: Path, ca: KeyPair, issuer_url: str, jwks_uri
         "--enable-priority-and-fairness=false",
         "--endpoint-reconciler-type=none",
         "--profiling=false",
+        # An audit log of every write (dry runs included, marked dryRun in the URI) lets tests prove that check
+        # mode wrote nothing to the API server.
+        f"--audit-policy-file={_write_audit_policy(pki.parent / 'audit-policy.yaml')}",
+        f"--audit-log-path={pki.parent / AUDIT_LOG}",
+        "--audit-log-format=json",
+        "--audit-log-mode=blocking",
     ]
+
+
+AUDIT_LOG = "audit.log"
+_WRITE_VERBS = ["create", "update", "patch", "delete", "deletecollection"]
+
+
+def _write_audit_policy(path: Path) -> Path:
+    """Metadata-level events for writes by people and tools; the apiserver's own bookkeeping is left out."""
+    policy = {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            {"level": "None", "users": ["system:apiserver"]},
+            {"level": "None", "userGroups": ["system:nodes"]},
+            {"level": "Metadata", "verbs": _WRITE_VERBS},
+            {"level": "None"},
+        ],
+    }
+    path.write_text(json.dumps(policy))
+    return path
+
+
+def audit_writes(workdir: Path, since: int = 0) -> list[dict]:
+    """Write events recorded after line ``since`` of the audit log: [{verb, uri, user, code, dry_run}, ...]."""
+    log = workdir / AUDIT_LOG
+    if not log.exists():
+        return []
+    events = []
+    for line in log.read_text().splitlines()[since:]:
+        event = json.loads(line)
+        uri = event.get("requestURI", "")
+        events.append(
+            {
+                "verb": event.get("verb"),
+                "uri": uri,
+                "user": event.get("user", {}).get("username"),
+                "code": event.get("responseStatus", {}).get("code"),
+                "dry_run": "dryRun=All" in uri,
+            }
+        )
+    return events
+
+
+def audit_mark(workdir: Path) -> int:
+    """The current length of the audit log, to pass as ``since`` later."""
+    log = workdir / AUDIT_LOG
+    return len(log.read_text().splitlines()) if log.exists() else 0
 
 
 def _b64(path: Path) -> str:
