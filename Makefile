@@ -39,6 +39,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/yamllint -s .
+	ANSIBLE_COLLECTIONS_PATH=$$($(PY) -c 'import tests.conftest as c; print(c.COLLECTIONS)') $(VENV)/bin/ansible-lint
 
 sanity: venv
 	VENV=$(abspath $(VENV)) tests/tools/sanity.sh

@@ -231,6 +231,15 @@ def k8s_call(
 
 
 # --- The module base --------------------------------------------------------------------------------------------
+def delete_options(dry_run: bool, **options: t.Any) -> dict[str, t.Any]:
+    """A DeleteOptions body. The API server ignores query parameters when a DELETE carries a body, so in check
+    mode ``dryRun`` must be in the body too: with only ``?dryRun=All`` such a delete really deletes."""
+    body: dict[str, t.Any] = {"apiVersion": "v1", "kind": "DeleteOptions", **options}
+    if dry_run:
+        body["dryRun"] = ["All"]
+    return body
+
+
 class K8sModule:
     """An ``AnsibleModule`` with kubernetes.core's connection options and lazily built API clients.
 
@@ -276,6 +285,10 @@ class K8sModule:
 
     def dry_run_kwargs(self) -> dict[str, str]:
         return {"dry_run": "All"} if self.module.check_mode else {}
+
+    def delete_options(self, **options: t.Any) -> dict[str, t.Any]:
+        """The DeleteOptions body for a delete; see ``delete_options``."""
+        return delete_options(self.module.check_mode, **options)
 
     def require(self, package: str) -> None:
         if package in IMPORT_ERRORS:

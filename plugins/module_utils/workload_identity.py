@@ -53,6 +53,9 @@ MAX_FEDERATED_CREDENTIALS_PER_IDENTITY = 20  # §4
 
 # --- Names ----------------------------------------------------------------------------------------------------
 # §1: AKS managedClusters name, 1-63 characters.
+# User-assigned identity names: 3-128 alphanumerics, '-' or '_', starting with a letter or digit
+# (learn.microsoft.com/azure/templates/microsoft.managedidentity/userassignedidentities).
+IDENTITY_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$")
 CLUSTER_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]$|^[a-zA-Z0-9][-_a-zA-Z0-9]{0,61}[a-zA-Z0-9]$")
 # §1: Key Vault secret name accepted by SetSecret.
 KEYVAULT_SECRET_NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]+$")
@@ -133,6 +136,12 @@ def _dns1123(value: t.Any, field: str, pattern: re.Pattern[str], limit: int, kin
 def validate_cluster_name(value: t.Any, field: str = "cluster_name") -> list[str]:
     if not isinstance(value, str) or not CLUSTER_NAME_PATTERN.match(value):
         return [f"{field}: must be 1-63 letters, digits, '-' or '_', starting and ending alphanumeric"]
+    return []
+
+
+def validate_identity_name(value: t.Any, field: str = "name") -> list[str]:
+    if not isinstance(value, str) or not IDENTITY_NAME_PATTERN.match(value):
+        return [f"{field}: must be 3-128 letters, digits, '-' or '_', starting with a letter or digit"]
     return []
 
 

@@ -4,8 +4,12 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${VENV:-$repo/.venv}
-dest=$repo/.build/sanity/ansible_collections/aks/workload_identity
-rm -rf "$dest" && mkdir -p "$dest"
+# One tree per run, so runs at the same time do not trample each other.
+mkdir -p "$repo/.build"
+root=$(mktemp -d "$repo/.build/sanity.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+dest=$root/ansible_collections/aks/workload_identity
+mkdir -p "$dest"
 cd "$repo"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
   [ -e "$f" ] && printf '%s\0' "$f"

@@ -375,3 +375,14 @@ def test_reads_and_dry_run_against_an_api_server(http_server):
     create = next(r for r in http_server.requests if r.method == "POST")
     assert urllib.parse.parse_qs(urllib.parse.urlsplit(create.path).query) == {"dryRun": ["All"]}
     assert {r.headers["authorization"] for r in http_server.requests} == {f"Bearer {TOKEN}"}
+
+
+def test_delete_options_carry_dry_run_in_the_body_in_check_mode():
+    """A DELETE with a body ignores ?dryRun=All on the API server: check mode must put it in the body."""
+    assert k8s_client.delete_options(True, preconditions={"uid": "u1"}) == {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": {"uid": "u1"},
+        "dryRun": ["All"],
+    }
+    assert "dryRun" not in k8s_client.delete_options(False)

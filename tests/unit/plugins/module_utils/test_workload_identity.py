@@ -414,3 +414,21 @@ def test_role_definition_id_rejects_unknown_names():
 )
 def test_role_definition_guid(value, guid):
     assert wi.role_definition_guid(value) == guid
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("abc", True),
+        ("ab", False),
+        ("a" * 128, True),
+        ("a" * 129, False),
+        ("id_orders-1", True),
+        ("-id", False),
+        ("id.x", False),
+    ],
+)
+def test_identity_name_rule(value, ok):
+    from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_identity_name
+
+    assert (validate_identity_name(value) == []) is ok

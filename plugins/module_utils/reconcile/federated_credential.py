@@ -1,0 +1,337 @@
+# Copyright: Contributors to the aks.workload_identity collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Reconciler of one federated identity credential on a user-assigned managed identity.
+
+Azure identifies a credential by its (issuer, subject) pair, unique per identity (azure-facts §4); the name is a
+label. So every decision is taken from ONE list of the identity's credentials: whether the pair exists (nothing to
+do, or adopt it under its own name), whether the name exists with another pair (update it in place: issuer and
+subject may change, the name may not), whether another credential differs only cosmetically (a warning: Entra
+compares exactly), and whether the identity's 20 credentials are used up. A no-op run is that one list request.
+
+Private to this collection: the names here may change without notice.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+
+from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import (
+    CODE_CONCURRENT_FIC_WRITES,
+    azure_call,
+    azure_error_code,
+    azure_error_parts,
+    is_azure_not_found,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError, retry
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
+    ADOPT,
+    CREATE,
+    DELETE,
+    NONE,
+    UPDATE,
+    Plan,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.identity import identity_id
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    DEFAULT_AUDIENCE,
+    MAX_FEDERATED_CREDENTIALS_PER_IDENTITY,
+    default_federated_credential_name,
+    issuer_near_miss,
+    parse_service_account_subject,
+    service_account_subject,
+    subject_near_miss,
+    validate_federated_credential,
+    validate_federated_credential_name,
+    validate_issuer,
+    validate_namespace,
+    validate_service_account_name,
+    validate_subject,
+)
+
+DEFAULT_RETRY_TIMEOUT = 60.0  # seconds spent at most retrying one write (see is_transient_write_error)
+_DUPLICATE_PAIR = "issuer and subject combination already exists"  # §4, the 400 for a second (issuer, subject)
+
+
+@dataclass(frozen=True)
+class DesiredCredential:
+    """What the user asked for. ``name`` None: the default name to create, the (issuer, subject) pair to delete."""
+
+    resource_group: str
+    identity_name: str
+    name: str | None = None
+    issuer: str | None = None
+    subject: str | None = None
+    audiences: tuple[str, ...] = (DEFAULT_AUDIENCE,)
+    state: str = "present"
+
+    @property
+    def identity_target(self) -> str:
+        return f"identity '{self.identity_name}' in resource group '{self.resource_group}'"
+
+    @property
+    def create_name(self) -> str | None:
+        """The name to create under: the given one, else the collection's default for a ServiceAccount subject."""
+        if self.name:
+            return self.name
+        parsed = parse_service_account_subject(self.subject or "")
+        if parsed is None or not self.issuer:
+            return None
+        return default_federated_credential_name(self.issuer, *parsed)
+
+
+def desired_subject(
+    subject: str | None, namespace: str | None, service_account: str | None
+) -> tuple[str | None, list[str]]:
+    """The subject from O(subject) or from O(namespace) + O(service_account), and "field: rule" errors."""
+    if namespace is None and service_account is None:
+        return subject, []
+    errors = [*validate_namespace(namespace), *validate_service_account_name(service_account)]
+    return (None if errors else service_account_subject(namespace, service_account)), errors
+
+
+def validate(desired: DesiredCredential) -> list[str]:
+    """Every rule checked before a request is sent, as "field: rule" messages (empty when valid)."""
+    if desired.state == "absent":
+        if desired.name:
+            return validate_federated_credential_name(desired.name)
+        if not desired.issuer or not desired.subject:
+            return ["name: is required to delete a credential unless issuer and subject identify it"]
+        return [*validate_issuer(desired.issuer), *validate_subject(desired.subject)]
+    errors = []
+    name = desired.create_name
+    if name is None and desired.subject:
+        errors.append(
+            "name: is required when the subject is not a Kubernetes ServiceAccount subject "
+            "(system:serviceaccount:<namespace>:<service account>), as no default name can be made from it"
+        )
+    errors += validate_federated_credential(name or "unnamed", desired.issuer, desired.subject, desired.audiences)
+    return errors
+
+
+# --- normalised shape -----------------------------------------------------------------------------------------------
+def normalize_credential(credential: t.Any) -> dict[str, t.Any]:
+    """An azure-mgmt-msi FederatedIdentityCredential model (or its REST dict) as the collection returns it."""
+    data = credential.as_dict() if hasattr(credential, "as_dict") else dict(credential)
+    properties = data.get("properties") or {}
+    return {
+        "id": data.get("id"),
+        "name": data.get("name"),
+        "issuer": data.get("issuer", properties.get("issuer")),
+        "subject": data.get("subject", properties.get("subject")),
+        "audiences": list(data.get("audiences", properties.get("audiences")) or []),
+    }
+
+
+def credential_id(identity: str, name: str) -> str:
+    return f"{identity}/federatedIdentityCredentials/{name}"
+
+
+def _same_name(a: str | None, b: str | None) -> bool:
+    return (a or "").lower() == (b or "").lower()  # ARM resource names are case-insensitive
+
+
+def _by_name(credentials: list[dict[str, t.Any]], name: str | None) -> dict[str, t.Any] | None:
+    return next((c for c in credentials if name and _same_name(c["name"], name)), None)
+
+
+def _by_pair(credentials: list[dict[str, t.Any]], issuer: str | None, subject: str | None) -> dict[str, t.Any] | None:
+    # Exact comparison, as Entra matches a token's iss and sub (§4).
+    return next((c for c in credentials if (c["issuer"], c["subject"]) == (issuer, subject)), None)
+
+
+def near_miss_warnings(credentials: list[dict[str, t.Any]], desired: DesiredCredential) -> list[str]:
+    """A warning per credential whose issuer and subject equal the requested ones but for a trailing slash, case
+    or padding: one of the two never matches a token, and the exchange fails with AADSTS70021."""
+    warnings = []
+    for credential in credentials:
+        issuer_note = issuer_near_miss(desired.issuer, credential["issuer"])
+        subject_note = subject_near_miss(desired.subject, credential["subject"])
+        issuer_close = issuer_note is not None or credential["issuer"] == desired.issuer
+        subject_close = subject_note is not None or credential["subject"] == desired.subject
+        if issuer_close and subject_close and (issuer_note or subject_note):
+            notes = "; ".join(note for note in (issuer_note, subject_note) if note)
+            warnings.append(
+                f"Federated credential '{credential['name']}' on {desired.identity_target} is close to the requested "
+                f"one: {notes}. A token matches at most one of the two; for the other the exchange fails with "
+                "AADSTS70021 (No matching federated identity record found)"
+            )
+    return warnings
+
+
+# --- plan (pure) ---------------------------------------------------------------------------------------------------
+def plan(
+    credentials: list[dict[str, t.Any]] | None, desired: DesiredCredential, *, identity: str | None = None
+) -> Plan:
+    """Decide from the identity's normalised credentials (None: the identity was not found). ``identity`` is
+    the identity's resource ID, to predict a new credential's ID."""
+    found = credentials or []
+    if desired.state == "absent":
+        return _plan_absent(found, desired)
+    warnings = near_miss_warnings(found, desired)
+    if credentials is None:
+        warnings.append(
+            f"Managed {desired.identity_target} was not found; the credential can only be created once it exists"
+        )
+    audiences = list(desired.audiences)
+    pair = _by_pair(found, desired.issuer, desired.subject)
+    if pair is not None:
+        wanted = {**pair, "audiences": audiences}
+        if desired.name and not _same_name(pair["name"], desired.name):
+            warnings.append(
+                f"The issuer and subject are already federated on {desired.identity_target} by credential "
+                f"'{pair['name']}'; using it instead of creating '{desired.name}' (Azure allows one credential per "
+                "issuer and subject)"
+            )
+            if wanted == pair:
+                return Plan(ADOPT, pair, pair, warnings, f"credential '{pair['name']}' has the issuer and subject")
+        if wanted == pair:
+            return Plan(NONE, pair, pair, warnings, "the credential is as requested")
+        return Plan(UPDATE, pair, wanted, warnings, "the audiences differ")
+    named = _by_name(found, desired.create_name)
+    if named is not None:
+        # Issuer and subject may change in place; only the name is immutable (§4).
+        wanted = {**named, "issuer": desired.issuer, "subject": desired.subject, "audiences": audiences}
+        return Plan(UPDATE, named, wanted, warnings, "the issuer or subject differ")
+    if len(found) >= MAX_FEDERATED_CREDENTIALS_PER_IDENTITY:
+        raise WorkloadIdentityError(
+            f"Cannot create federated credential '{desired.create_name}' on {desired.identity_target}: it already "
+            f"has {len(found)} of the {MAX_FEDERATED_CREDENTIALS_PER_IDENTITY} federated credentials Azure allows per "
+            f"identity ({', '.join(sorted(c['name'] for c in found))}). Delete one, or use another identity",
+            code="FederatedCredentialLimitReached",
+            target=desired.identity_target,
+        )
+    name = desired.create_name
+    after = {
+        "id": credential_id(identity, name) if identity else None,
+        "name": name,
+        "issuer": desired.issuer,
+        "subject": desired.subject,
+        "audiences": audiences,
+    }
+    return Plan(CREATE, None, after, warnings, "no credential has the issuer and subject")
+
+
+def _plan_absent(found: list[dict[str, t.Any]], desired: DesiredCredential) -> Plan:
+    if desired.name:
+        named = _by_name(found, desired.name)
+        if named is None:
+            return Plan(NONE, None, None, reason=f"no credential is named '{desired.name}'")
+        return Plan(DELETE, named, None, reason="the credential exists")
+    pair = _by_pair(found, desired.issuer, desired.subject)
+    if pair is not None:
+        return Plan(DELETE, pair, None, reason="a credential has the issuer and subject")
+    warnings = [f"{warning}; it was not deleted" for warning in near_miss_warnings(found, desired)]
+    return Plan(NONE, None, None, warnings, "no credential has the issuer and subject")
+
+
+# --- read and apply (the SDK boundary) ----------------------------------------------------------------------------
+def list_credentials(azure: t.Any, resource_group: str, identity_name: str) -> list[dict[str, t.Any]] | None:
+    """All credentials of the identity, normalised (every page), or None when the identity is not found."""
+    operations = azure.msi.federated_identity_credentials
+    return azure_call(
+        lambda: [normalize_credential(c) for c in operations.list(resource_group, identity_name)],
+        action="list the federated credentials of managed identity",
+        target=f"'{identity_name}' in resource group '{resource_group}'",
+        none_if_not_found=True,
+    )
+
+
+def is_parent_missing(exc: BaseException) -> bool:
+    """§4: a credential write on an identity Azure does not see (yet) gets 404 "The parent user-assigned identity
+    doesn't exist." Its code is UNVERIFIED (ARM's nested-resource 404 is ParentResourceNotFound), so any "not
+    found" 404 counts, except a missing resource group, which no wait will fix."""
+    return is_azure_not_found(exc) and azure_error_code(exc) != "ResourceGroupNotFound"
+
+
+def is_transient_write_error(exc: BaseException) -> bool:
+    """What azure-core does not retry but we do. 429 and 5xx are azure-core's (RETRY_POLICY_KWARGS), not ours."""
+    # §4: 409 ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity - another write on the identity.
+    if azure_error_code(exc) == CODE_CONCURRENT_FIC_WRITES:
+        return True
+    # §4: 404 for the parent identity on an identity created moments ago.
+    return is_parent_missing(exc)
+
+
+def is_duplicate_pair(exc: BaseException | None) -> bool:
+    """§4: 400 "Issuer and subject combination already exists for this Managed Identity."."""
+    if exc is None or getattr(exc, "status_code", None) != 400:
+        return False
+    return _DUPLICATE_PAIR in azure_error_parts(exc)[1].lower()
+
+
+def _retrying(call: t.Callable[[], t.Any], should_retry: t.Callable[[BaseException], bool], timeout: float) -> t.Any:
+    # Writes on one identity are serialised by Azure; short jittered waits let parallel writers interleave.
+    return retry(call, should_retry=should_retry, timeout=timeout, initial_delay=0.5, max_delay=8.0)
+
+
+def apply(
+    azure: t.Any, desired: DesiredCredential, decided: Plan, *, timeout: float = DEFAULT_RETRY_TIMEOUT
+) -> dict[str, t.Any] | None:
+    """Carry out a plan; the credential as Azure returns it afterwards (None once deleted)."""
+    operations = azure.msi.federated_identity_credentials
+    rg, identity_name = desired.resource_group, desired.identity_name
+    if decided.action in (CREATE, UPDATE):
+        after = decided.after or {}
+        name = after["name"]
+        body = {"issuer": after["issuer"], "subject": after["subject"], "audiences": after["audiences"]}
+        written = azure_call(
+            lambda: _retrying(
+                lambda: operations.create_or_update(rg, identity_name, name, body), is_transient_write_error, timeout
+            ),
+            action=f"{decided.action} federated credential '{name}' on managed",
+            target=desired.identity_target,
+        )
+        return normalize_credential(written)
+    if decided.action == DELETE:
+        name = (decided.before or {})["name"]
+        # A 404 here means the identity, and with it the credential, is gone: nothing left to delete.
+        azure_call(
+            lambda: _retrying(
+                lambda: operations.delete(rg, identity_name, name),
+                lambda exc: azure_error_code(exc) == CODE_CONCURRENT_FIC_WRITES,
+                timeout,
+            ),
+            action=f"delete federated credential '{name}' on managed",
+            target=desired.identity_target,
+            none_if_not_found=True,
+        )
+        return None
+    return decided.after
+
+
+@dataclass
+class Outcome:
+    """A reconciler run: the plan, the credential afterwards (None when absent) and the identity's count."""
+
+    plan: Plan
+    credential: dict[str, t.Any] | None
+    credential_count: int
+
+
+def reconcile(azure: t.Any, desired: DesiredCredential, *, timeout: float = DEFAULT_RETRY_TIMEOUT) -> Outcome:
+    """Validate, list once, plan, apply unless in check mode."""
+    errors = validate(desired)
+    if errors:
+        raise WorkloadIdentityError(
+            f"Invalid federated credential on {desired.identity_target}: {'; '.join(errors)}", code="InvalidParameter"
+        )
+    credentials = list_credentials(azure, desired.resource_group, desired.identity_name)
+    identity = identity_id(azure.subscription_id, desired.resource_group, desired.identity_name)
+    decided = plan(credentials, desired, identity=identity)
+    count = len(credentials or []) + {CREATE: 1, DELETE: -1}.get(decided.action, 0)
+    if azure.check_mode or not decided.changed:
+        return Outcome(decided, decided.after, count)
+    try:
+        return Outcome(decided, apply(azure, desired, decided, timeout=timeout), count)
+    except WorkloadIdentityError as exc:
+        if decided.action != CREATE or not is_duplicate_pair(exc.original):
+            raise
+        # Someone created the same issuer and subject between our list and our write (a parallel run): use theirs.
+        credentials = list_credentials(azure, desired.resource_group, desired.identity_name)
+        again = plan(credentials, desired, identity=identity)
+        if again.changed:
+            raise
+        return Outcome(again, again.after, len(credentials or []))

@@ -1,0 +1,439 @@
+# Copyright: Contributors to the aks.workload_identity collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Reconciler for Azure role assignments, keyed on (scope, principal, role) whatever the assignment's name.
+
+Used by the role_assignment module and, for vaults on the RBAC permission model, by keyvault_access. Reads are
+as few as the decision allows: one list of the principal's assignments at the scope answers every question
+(``$filter=principalId eq '<id>'``, then only those exactly AT the scope are kept); a role given by a name this
+collection does not know costs one more list of role definitions.
+
+New assignments get a deterministic name, uuid5 of (scope, principal, role): two runs that race converge on
+the same name, and a run that loses a race to an assignment under another name gets 409 RoleAssignmentExists,
+which counts as present (azure-facts §9: uniqueness is on the triple, not on the name).
+
+Private to this collection: the names here may change without notice.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import typing as t
+import uuid
+from dataclasses import dataclass
+
+from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import (
+    CODE_PRINCIPAL_NOT_FOUND,
+    azure_call,
+    azure_error_code,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError, retry
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
+    CREATE,
+    DELETE,
+    NONE,
+    Plan,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.identity_lookup import (
+    normalize_identity,
+    read_identity,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    BUILTIN_ROLES,
+    is_uuid,
+    role_definition_guid,
+)
+
+try:
+    from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
+except ImportError:  # AzureModule.require("azure-mgmt-authorization") reports it before any call
+    RoleAssignmentCreateParameters = None
+
+# §9: 409 when the (scope, principal, role) triple already has an assignment under another name.
+CODE_ROLE_ASSIGNMENT_EXISTS = "RoleAssignmentExists"
+PRINCIPAL_TYPES = ("ServicePrincipal", "User", "Group", "ForeignGroup", "Device")  # RoleAssignment.principalType
+# §9: principalType lets ARM accept a principal Entra has not replicated yet (a managed identity created moments
+# ago); managed identities are service principals.
+DEFAULT_PRINCIPAL_TYPE = "ServicePrincipal"
+# §9: PrincipalNotFound can still happen with principalType set (rarely); retried this long, then reported.
+PRINCIPAL_NOT_FOUND_TIMEOUT = 180.0
+# Fixed namespace of the deterministic assignment names; changing it would make every run create duplicates.
+ASSIGNMENT_NAME_NAMESPACE = uuid.UUID("f33ff504-5cb1-461d-8901-1a7125d39f21")
+_ROLE_DEFINITIONS_SEGMENT = "/providers/microsoft.authorization/roledefinitions/"
+_SUBSCRIPTION_SCOPE = re.compile(r"^/subscriptions/(?P<subscription>[^/]+)", re.IGNORECASE)
+_BUILTIN_NAMES = {guid: name for name, guid in BUILTIN_ROLES.items()}
+
+
+# --- Pure rules -----------------------------------------------------------------------------------------------------
+def normalize_scope(scope: str) -> str:
+    """``/a/b`` for ``a/b/``, ``/a/b`` and ``/a/b/``; ARM scopes have no trailing slash (the root is ``/``)."""
+    stripped = (scope or "").strip().strip("/")
+    return f"/{stripped}" if stripped else "/"
+
+
+def same_scope(a: str | None, b: str | None) -> bool:
+    """ARM ids compare without regard to case (Key Vault says resourceGroups, MSI resourcegroups)."""
+    return normalize_scope(a or "").lower() == normalize_scope(b or "").lower()
+
+
+def validate_scope(value: t.Any, field: str = "scope") -> list[str]:
+    if not isinstance(value, str) or not value.strip():
+        return [f"{field}: is required"]
+    if not value.startswith("/") or value != value.strip() or "//" in value.rstrip("/"):
+        return [
+            f"{field}: must be an ARM resource ID starting with '/', such as /subscriptions/<id>/resourceGroups/<name>"
+        ]
+    match = _SUBSCRIPTION_SCOPE.match(value)
+    if match and not is_uuid(match.group("subscription")):
+        return [f"{field}: the subscription in the scope must be a GUID, got {match.group('subscription')!r}"]
+    return []
+
+
+def validate_role(value: t.Any, field: str = "role") -> list[str]:
+    """A role is a name (any text), a GUID, or a roleDefinitions ID; an ID must end in a GUID."""
+    if not isinstance(value, str) or not value.strip():
+        return [f"{field}: is required"]
+    if _ROLE_DEFINITIONS_SEGMENT in value.lower() and role_definition_guid(value) is None:
+        return [f"{field}: a role definition ID must end in /providers/Microsoft.Authorization/roleDefinitions/<GUID>"]
+    return []
+
+
+def validate_principal_type(value: t.Any, field: str = "principal_type") -> list[str]:
+    if value not in PRINCIPAL_TYPES:
+        return [f"{field}: must be one of {', '.join(PRINCIPAL_TYPES)}, got {value!r}"]
+    return []
+
+
+def role_definition_id_for_scope(scope: str, guid: str) -> str:
+    """The roleDefinitionId to send: under the scope's subscription, as ARM and the CLI send it (§9)."""
+    match = _SUBSCRIPTION_SCOPE.match(normalize_scope(scope))
+    prefix = f"/subscriptions/{match.group('subscription')}" if match else ""
+    return f"{prefix}/providers/Microsoft.Authorization/roleDefinitions/{guid.lower()}"
+
+
+def assignment_name(scope: str, principal_id: str, role_guid: str) -> str:
+    """The deterministic name of the assignment of one (scope, principal, role): a uuid5 of the three."""
+    key = "\n".join((normalize_scope(scope).lower(), principal_id.lower(), role_guid.lower()))
+    return str(uuid.uuid5(ASSIGNMENT_NAME_NAMESPACE, key))
+
+
+@dataclass(frozen=True)
+class Role:
+    """A resolved role: its definition GUID and, when known, its name."""
+
+    guid: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class DesiredRoleAssignment:
+    """What the caller wants. ``principal_id`` is None only in check mode, for an identity not created yet."""
+
+    scope: str
+    role: Role
+    principal_id: str | None
+    principal_type: str = DEFAULT_PRINCIPAL_TYPE
+    state: str = "present"
+
+    @property
+    def role_definition_id(self) -> str:
+        return role_definition_id_for_scope(self.scope, self.role.guid)
+
+    @property
+    def name(self) -> str | None:
+        if self.principal_id is None:
+            return None
+        return assignment_name(self.scope, self.principal_id, self.role.guid)
+
+    def as_dict(self) -> dict[str, t.Any]:
+        """The assignment as it will read once created (normalised like ``normalize_role_assignment``)."""
+        scope, name = normalize_scope(self.scope), self.name
+        return {
+            "id": f"{'' if scope == '/' else scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
+            if name
+            else None,
+            "name": name,
+            "scope": scope,
+            "role_definition_id": self.role_definition_id,
+            "role_name": self.role.name,
+            "principal_id": self.principal_id,
+            "principal_type": self.principal_type,
+        }
+
+
+def normalize_role_assignment(assignment: t.Any, role_name: str | None = None) -> dict[str, t.Any]:
+    """An azure-mgmt-authorization RoleAssignment (or its flat or ARM-shaped dict) as this collection returns it."""
+    data = assignment.as_dict() if hasattr(assignment, "as_dict") else dict(assignment)
+    properties = data.get("properties") or {}
+
+    def field(snake: str, camel: str) -> t.Any:
+        return data.get(snake) if data.get(snake) is not None else properties.get(camel)
+
+    definition_id = field("role_definition_id", "roleDefinitionId")
+    guid = role_definition_guid(definition_id or "")
+    return {
+        "id": data.get("id"),
+        "name": data.get("name"),
+        "scope": field("scope", "scope"),
+        "role_definition_id": definition_id,
+        "role_name": role_name or _BUILTIN_NAMES.get(guid or ""),
+        "principal_id": field("principal_id", "principalId"),
+        "principal_type": field("principal_type", "principalType"),
+    }
+
+
+def matching_assignments(
+    assignments: t.Iterable[dict[str, t.Any]], scope: str, principal_id: str | None, role_guid: str
+) -> list[dict[str, t.Any]]:
+    """The normalised assignments of exactly this (scope, principal, role); the list also holds inherited ones
+    (assignments above the scope) and ones below it, which are not ours to create or delete."""
+    if principal_id is None:
+        return []
+    return [
+        a
+        for a in assignments
+        if same_scope(a.get("scope"), scope)
+        and str(a.get("principal_id") or "").lower() == principal_id.lower()
+        and role_definition_guid(a.get("role_definition_id") or "") == role_guid.lower()
+    ]
+
+
+def plan_role_assignment(actual: t.Iterable[dict[str, t.Any]], desired: DesiredRoleAssignment) -> Plan:
+    """Decide from the principal's normalised assignments (the one list) what to do for ``desired``."""
+    found = matching_assignments(actual, desired.scope, desired.principal_id, desired.role.guid)
+    found = [dict(a, role_name=desired.role.name or a.get("role_name")) for a in found]
+    warnings: list[str] = []
+    if desired.state == "absent":
+        if not found:
+            return Plan(NONE, None, None, reason="no assignment of this role to this principal at this scope")
+        reason = "delete the assignment" if len(found) == 1 else f"delete the {len(found)} assignments"
+        return Plan(DELETE, found[0], None, reason=f"{reason} of this role to this principal at this scope")
+    if found:
+        if len(found) > 1:
+            warnings.append(
+                f"{len(found)} assignments of role {desired.role.guid} to principal {desired.principal_id} exist at "
+                f"{normalize_scope(desired.scope)} ({', '.join(str(a['name']) for a in found)}); the first is kept"
+            )
+        return Plan(NONE, found[0], found[0], warnings, reason="the role is already assigned at this scope")
+    if desired.principal_id is None:
+        warnings.append(
+            "the principal does not exist yet (check mode: an earlier task would create it), so the assignment's "
+            "name and principal ID are not known"
+        )
+    return Plan(CREATE, None, desired.as_dict(), warnings, reason="the role is not assigned at this scope")
+
+
+# --- Azure calls (thin) ---------------------------------------------------------------------------------------------
+def resolve_role(azure: t.Any, scope: str, role: str) -> Role:
+    """A role name, GUID or roleDefinitions ID as a Role. Built-in roles this collection knows by GUID and GUIDs
+    cost nothing; any other name costs one roleDefinitions list at the scope (``$filter=roleName eq '<name>'``)."""
+    guid = role_definition_guid(role)
+    if guid is not None:
+        return Role(guid, role if role in BUILTIN_ROLES else _BUILTIN_NAMES.get(guid))
+    quoted = role.replace("'", "''")  # OData string literal
+    definitions = azure_call(
+        lambda: list(
+            azure.authorization.role_definitions.list(normalize_scope(scope), filter=f"roleName eq '{quoted}'")
+        ),
+        action="look up role definition",
+        target=f"'{role}' at scope '{normalize_scope(scope)}'",
+    )
+    named = {}
+    for definition in definitions:
+        data = definition.as_dict() if hasattr(definition, "as_dict") else dict(definition)
+        name = data.get("role_name") or (data.get("properties") or {}).get("roleName")
+        found_guid = role_definition_guid(data.get("id") or "") or role_definition_guid(data.get("name") or "")
+        if found_guid and isinstance(name, str) and name.lower() == role.lower():
+            named[found_guid] = name
+    if not named:
+        raise WorkloadIdentityError(
+            f"role: no role definition named {role!r} is visible at scope '{normalize_scope(scope)}'; give a "
+            "built-in role name, a custom role's exact name, or a role definition ID",
+            code="RoleDefinitionNotFound",
+            target=role,
+        )
+    if len(named) > 1:
+        raise WorkloadIdentityError(
+            f"role: {len(named)} role definitions are named {role!r} ({', '.join(sorted(named))}); give the role "
+            "definition ID instead",
+            code="AmbiguousRoleName",
+            target=role,
+        )
+    found_guid, name = next(iter(named.items()))
+    return Role(found_guid, name)
+
+
+def list_principal_assignments(azure: t.Any, scope: str, principal_id: str) -> list[dict[str, t.Any]]:
+    """One list: the principal's assignments at, above and below the scope, normalised."""
+    scope = normalize_scope(scope)
+    found = azure_call(
+        lambda: list(
+            azure.authorization.role_assignments.list_for_scope(scope, filter=f"principalId eq '{principal_id}'")
+        ),
+        action="list role assignments",
+        target=f"of principal '{principal_id}' at scope '{scope}'",
+    )
+    return [normalize_role_assignment(a) for a in found]
+
+
+def create_assignment(azure: t.Any, desired: DesiredRoleAssignment) -> dict[str, t.Any]:
+    """PUT the assignment under its deterministic name, retrying PrincipalNotFound for a bounded time."""
+    scope, name = normalize_scope(desired.scope), t.cast(str, desired.name)
+    parameters = RoleAssignmentCreateParameters(
+        role_definition_id=desired.role_definition_id,
+        principal_id=desired.principal_id,
+        principal_type=desired.principal_type,
+    )
+    created = azure_call(
+        lambda: retry(
+            lambda: azure.authorization.role_assignments.create(scope, name, parameters),
+            # §9: Entra has not replicated a principal created moments ago (400 PrincipalNotFound).
+            should_retry=lambda exc: azure_error_code(exc) == CODE_PRINCIPAL_NOT_FOUND,
+            timeout=PRINCIPAL_NOT_FOUND_TIMEOUT,
+            sleep=_sleep,
+        ),
+        action="create role assignment",
+        target=_describe(desired),
+    )
+    return normalize_role_assignment(created, desired.role.name)
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)  # time.sleep looked up per call, so tests can stub the clock
+
+
+def delete_assignment(azure: t.Any, assignment: dict[str, t.Any]) -> None:
+    scope, name = normalize_scope(assignment["scope"]), assignment["name"]
+    azure_call(
+        lambda: azure.authorization.role_assignments.delete(scope, name),
+        action="delete role assignment",
+        target=f"'{name}' at scope '{scope}'",
+        none_if_not_found=True,  # already gone: the desired state holds
+    )
+
+
+def _describe(desired: DesiredRoleAssignment) -> str:
+    role = f"'{desired.role.name}' ({desired.role.guid})" if desired.role.name else desired.role.guid
+    return f"of role {role} to principal '{desired.principal_id}' at scope '{normalize_scope(desired.scope)}'"
+
+
+# --- The principal ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Principal:
+    """Whom access is for: the object (principal) ID, and the identity it came from when one was read.
+
+    ``principal_id`` is None when the identity named does not exist; ``missing`` then says which one.
+    """
+
+    principal_id: str | None
+    identity: dict[str, t.Any] | None = None
+    missing: str | None = None
+
+
+def find_identity_by_client_id(azure: t.Any, client_id: str) -> dict[str, t.Any] | None:
+    """The user-assigned identity with this client ID: one list of the subscription's identities (paged)."""
+    identities = azure_call(
+        lambda: list(azure.msi.user_assigned_identities.list_by_subscription()),
+        action="list managed identities",
+        target=f"in subscription '{azure.subscription_id}' to find client ID '{client_id}'",
+    )
+    for identity in identities:
+        normalized = normalize_identity(identity)
+        if str(normalized.get("client_id") or "").lower() == client_id.lower():
+            return normalized
+    return None
+
+
+def resolve_principal(
+    azure: t.Any,
+    *,
+    principal_id: str | None = None,
+    client_id: str | None = None,
+    identity_resource_group: str | None = None,
+    identity_name: str | None = None,
+) -> Principal:
+    """The principal ID from, cheapest first: itself (no request), the identity by resource group + name (one
+    GET; its client ID must equal ``client_id`` when both are given), or a bare client ID (one list)."""
+    if principal_id:
+        return Principal(principal_id)
+    if identity_name:
+        where = f"managed identity '{identity_name}' in resource group '{identity_resource_group}'"
+        identity = read_identity(azure, t.cast(str, identity_resource_group), identity_name)
+        if identity is None:
+            return Principal(None, None, f"{where} does not exist")
+        if client_id and str(identity.get("client_id") or "").lower() != client_id.lower():
+            raise WorkloadIdentityError(
+                f"identity_client_id: {where} has client ID {identity.get('client_id')!r}, not {client_id!r}",
+                code="IdentityMismatch",
+                target=identity.get("id"),
+            )
+        return Principal(identity.get("principal_id"), identity)
+    if client_id:
+        identity = find_identity_by_client_id(azure, client_id)
+        if identity is None:
+            where = f"no user-assigned managed identity in subscription '{azure.subscription_id}'"
+            return Principal(None, None, f"{where} has client ID '{client_id}'")
+        return Principal(identity.get("principal_id"), identity)
+    raise WorkloadIdentityError(
+        "principal_id, identity_client_id or identity_name is required", code="MissingPrincipal"
+    )
+
+
+def require_principal(principal: Principal, state: str, check_mode: bool) -> None:
+    """Granting to an identity that does not exist fails, except in check mode, where an earlier task of the same
+    play would have created it; removing access of one that does not exist is nothing to do."""
+    if principal.principal_id is None and state == "present" and not check_mode:
+        raise WorkloadIdentityError(
+            f"Failed to find the principal to grant access to: {principal.missing}",
+            code="IdentityNotFound",
+        )
+
+
+# --- The reconciler -------------------------------------------------------------------------------------------------
+@dataclass
+class RoleAssignmentOutcome:
+    """The plan as carried out and the assignment afterwards (None when there is none)."""
+
+    plan: Plan
+    assignment: dict[str, t.Any] | None
+
+
+def reconcile_role_assignment(azure: t.Any, desired: DesiredRoleAssignment, check_mode: bool) -> RoleAssignmentOutcome:
+    """Read (one list) -> plan -> apply unless ``check_mode``. A no-op run makes exactly one request."""
+    actual = list_principal_assignments(azure, desired.scope, desired.principal_id) if desired.principal_id else []
+    plan = plan_role_assignment(actual, desired)
+    if check_mode or not plan.changed:
+        return RoleAssignmentOutcome(plan, plan.after)
+    if plan.action == DELETE:
+        for assignment in matching_assignments(actual, desired.scope, desired.principal_id, desired.role.guid):
+            delete_assignment(azure, assignment)
+        return RoleAssignmentOutcome(plan, None)
+    try:
+        plan.after = create_assignment(azure, desired)
+    except WorkloadIdentityError as exc:
+        if exc.code != CODE_ROLE_ASSIGNMENT_EXISTS:
+            raise
+        return _created_meanwhile(azure, desired, exc)
+    return RoleAssignmentOutcome(plan, plan.after)
+
+
+def _created_meanwhile(
+    azure: t.Any, desired: DesiredRoleAssignment, conflict: WorkloadIdentityError
+) -> RoleAssignmentOutcome:
+    """409 RoleAssignmentExists: another run assigned the same triple (under another name) between our list and
+    our PUT. The desired state holds and this run changed nothing: read it back (one more list) and report it."""
+    actual = list_principal_assignments(azure, desired.scope, t.cast(str, desired.principal_id))
+    found = matching_assignments(actual, desired.scope, desired.principal_id, desired.role.guid)
+    if not found:
+        raise conflict  # Azure says it exists but does not list it: report that rather than guess
+    current = dict(found[0], role_name=desired.role.name or found[0].get("role_name"))
+    plan = Plan(
+        NONE,
+        current,
+        current,
+        [f"the role assignment was created by someone else while this task ran ({conflict.code}); it is kept"],
+        reason="assigned concurrently by another run",
+    )
+    return RoleAssignmentOutcome(plan, current)

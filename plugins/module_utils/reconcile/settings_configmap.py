@@ -1,0 +1,405 @@
+# Copyright: Contributors to the aks.workload_identity collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Reconciler for a ConfigMap of non-secret workload identity settings (client ID, tenant ID, vault URL...).
+
+Only the keys the caller names are written, with a strategic merge patch that lists just those keys, so other
+keys, ``binaryData``, labels and annotations that others put on the ConfigMap survive. Nothing here is secret:
+a client ID, a tenant ID and a vault URL are identifiers, which is why a ConfigMap (not a Secret) holds them.
+Check mode is the API server's dry run.
+
+Private to this collection: the names here may change without notice.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError, retry
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import k8s_call
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
+    CREATE,
+    DELETE,
+    NONE,
+    UPDATE,
+    Plan,
+    merge_owned,
+)
+
+# The API server rules for label keys and values, and the throttling retry, are the ServiceAccount reconciler's:
+# one rule, written once.
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
+    LABEL_VALUE_MAX,
+    LABEL_VALUE_PATTERN,
+    validate_qualified_name,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
+    _details_kind as details_kind,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
+    _throttled as throttled,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    ENV_CLIENT_ID,
+    ENV_TENANT_ID,
+    validate_namespace,
+    validate_service_account_name,
+    validate_uuid,
+)
+
+PRESENT = "present"
+ABSENT = "absent"
+REMOVE_CONFIGMAP = "configmap"  # state=absent deletes the ConfigMap
+REMOVE_KEYS = "keys"  # state=absent removes our keys and keeps the ConfigMap
+
+# The data keys set from options rather than from ``data``, by option name.
+OWNED_KEYS: dict[str, str] = {"client_id": ENV_CLIENT_ID, "tenant_id": ENV_TENANT_ID}
+# k8s.io/apimachinery/pkg/util/validation IsConfigMapKey: at most 253 of [-._a-zA-Z0-9], not "." or "..".
+CONFIGMAP_KEY_PATTERN = re.compile(r"^[-._a-zA-Z0-9]+$")
+CONFIGMAP_KEY_MAX = 253
+CONFIGMAP_SIZE_MAX = 1024 * 1024  # the API server refuses a ConfigMap whose data exceeds 1 MiB
+RETRY_TIMEOUT = 60.0
+RACE_ATTEMPTS = 3  # read -> plan -> apply rounds when another writer races us (AlreadyExists, NotFound, Conflict)
+
+
+# --- The desired state --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DesiredConfigMap:
+    """What the caller wants. ``client_id``/``tenant_id``: ``None`` leaves the key alone, ``""`` removes it."""
+
+    namespace: str
+    name: str
+    state: str = PRESENT
+    data: t.Mapping[str, str | None] = field(default_factory=dict)
+    client_id: str | None = None
+    tenant_id: str | None = None
+    labels: t.Mapping[str, str | None] = field(default_factory=dict)
+    create_namespace: bool = False
+    remove: str = REMOVE_CONFIGMAP
+
+    @property
+    def target(self) -> str:
+        return f"'{self.namespace}/{self.name}'"
+
+
+def validate(desired: DesiredConfigMap) -> list[str]:
+    """Every input rule, as "field: rule" messages, checked before any request."""
+    errors = [*validate_namespace(desired.namespace), *validate_service_account_name(desired.name, "name")]
+    for option in OWNED_KEYS:
+        value = getattr(desired, option)
+        if value:  # None leaves the key alone, "" removes it
+            errors += validate_uuid(value, option)
+    errors += _validate_data(desired.data)
+    errors += _validate_labels(desired.labels)
+    return errors
+
+
+def _validate_data(data: t.Any) -> list[str]:
+    if not isinstance(data, t.Mapping):
+        return ["data: must be a dictionary"]
+    errors: list[str] = []
+    for key, value in data.items():
+        if (
+            not isinstance(key, str)
+            or key in (".", "..")
+            or len(key) > CONFIGMAP_KEY_MAX
+            or not CONFIGMAP_KEY_PATTERN.match(key)
+        ):
+            errors.append(f"data: key {key!r} must be 1-{CONFIGMAP_KEY_MAX} letters, digits, '-', '_' or '.'")
+        elif key in OWNED_KEYS.values():
+            option = next(name for name, owned in OWNED_KEYS.items() if owned == key)
+            errors.append(f"data: key {key!r} is set with the {option} option")
+        if value is not None and not isinstance(value, str):
+            errors.append(f"data.{key}: must be a string (quote it), got {type(value).__name__}")
+    size = sum(len(str(k)) + len(v) for k, v in data.items() if isinstance(v, str))
+    if size > CONFIGMAP_SIZE_MAX:
+        errors.append(f"data: keys and values must total at most {CONFIGMAP_SIZE_MAX} bytes, got {size}")
+    return errors
+
+
+def _validate_labels(labels: t.Any) -> list[str]:
+    if not isinstance(labels, t.Mapping):
+        return ["labels: must be a dictionary"]
+    errors: list[str] = []
+    for key, value in labels.items():
+        errors += validate_qualified_name(key, f"labels: key {key!r}")
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            errors.append(f"labels.{key}: must be a string (quote it), got {type(value).__name__}")
+        elif len(value) > LABEL_VALUE_MAX or not LABEL_VALUE_PATTERN.match(value):
+            errors.append(
+                f"labels.{key}: must be at most {LABEL_VALUE_MAX} letters, digits, '-', '_' or '.', "
+                "starting and ending alphanumeric (or empty)"
+            )
+    return errors
+
+
+# --- Normalising ------------------------------------------------------------------------------------------------
+def normalize_configmap(configmap: t.Any) -> dict[str, t.Any]:
+    """A ConfigMap (kubernetes model or API dict) as the collection reports it (``binaryData`` by key only)."""
+    document = configmap.to_dict() if hasattr(configmap, "to_dict") else dict(configmap or {})
+    metadata = document.get("metadata") or {}
+    binary = document.get("binary_data") or document.get("binaryData") or {}
+    return {
+        "namespace": metadata.get("namespace"),
+        "name": metadata.get("name"),
+        "uid": metadata.get("uid"),
+        "labels": dict(metadata.get("labels") or {}),
+        "data": dict(document.get("data") or {}),
+        "binary_data_keys": sorted(binary),
+    }
+
+
+def _comparable(configmap: dict[str, t.Any] | None) -> dict[str, t.Any] | None:
+    if configmap is None:
+        return None
+    return {key: value for key, value in configmap.items() if key != "uid"}
+
+
+# --- Planning (pure) ----------------------------------------------------------------------------------------------
+def owned_data(desired: DesiredConfigMap) -> dict[str, str | None]:
+    """Data keys to set (value) or remove (None). Options left unset are not ours to touch this time."""
+    if desired.state == ABSENT:
+        return dict.fromkeys([*OWNED_KEYS.values(), *desired.data])
+    owned: dict[str, str | None] = dict(desired.data)
+    for option, key in OWNED_KEYS.items():
+        value = getattr(desired, option)
+        if value is not None:
+            owned[key] = value or None
+    return owned
+
+
+def owned_labels(desired: DesiredConfigMap) -> dict[str, str | None]:
+    return dict.fromkeys(desired.labels) if desired.state == ABSENT else dict(desired.labels)
+
+
+def plan(actual: dict[str, t.Any] | None, desired: DesiredConfigMap) -> Plan:
+    """Decide from the normalised ConfigMap (``None`` when absent) what to do."""
+    before = _comparable(actual)
+    if desired.state == ABSENT and desired.remove == REMOVE_CONFIGMAP:
+        if before is None:
+            return Plan(NONE, None, None, [], "the ConfigMap does not exist")
+        return Plan(DELETE, before, None, [], "the ConfigMap exists")
+    if before is None:
+        if desired.state == ABSENT:
+            return Plan(NONE, None, None, [], "the ConfigMap does not exist")
+        after = {
+            "namespace": desired.namespace,
+            "name": desired.name,
+            "labels": {k: v for k, v in owned_labels(desired).items() if v is not None},
+            "data": {k: v for k, v in owned_data(desired).items() if v is not None},
+            "binary_data_keys": [],
+        }
+        return Plan(CREATE, None, after, [], "the ConfigMap does not exist")
+    after = {
+        **before,
+        "labels": merge_owned(before["labels"], owned_labels(desired)),
+        "data": merge_owned(before["data"], owned_data(desired)),
+    }
+    if after == before:
+        return Plan(NONE, before, after, [], "the ConfigMap already has the desired keys")
+    changed = [key for key in ("labels", "data") if after[key] != before[key]]
+    return Plan(UPDATE, before, after, [], f"{' and '.join(changed)} differ")
+
+
+def _changes(before: t.Mapping[str, str], after: t.Mapping[str, str]) -> dict[str, str | None]:
+    return {key: after.get(key) for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)}
+
+
+def patch_body(plan: Plan) -> dict[str, t.Any]:
+    """A strategic merge patch naming only the keys that change (``None`` deletes a key)."""
+    before, after = plan.before or {}, plan.after or {}
+    body: dict[str, t.Any] = {}
+    labels = _changes(before.get("labels") or {}, after.get("labels") or {})
+    if labels:
+        body["metadata"] = {"labels": labels}
+    data = _changes(before.get("data") or {}, after.get("data") or {})
+    if data:
+        body["data"] = data
+    return body
+
+
+def create_body(plan: Plan) -> dict[str, t.Any]:
+    after = plan.after or {}
+    metadata: dict[str, t.Any] = {"name": after["name"], "namespace": after["namespace"]}
+    if after.get("labels"):
+        metadata["labels"] = dict(after["labels"])
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(after.get("data") or {})}
+
+
+# --- Talking to the API server ----------------------------------------------------------------------------------
+class _Raced(Exception):
+    """Another writer changed the ConfigMap between our read and our write: read and plan again."""
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    configmap: dict[str, t.Any] | None
+    namespace_created: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.plan.changed
+
+
+class ConfigMapReconciler:
+    """Reads, plans and applies one ConfigMap through a kubernetes ``CoreV1Api`` (dry run in check mode)."""
+
+    def __init__(
+        self,
+        core_v1: t.Any,
+        *,
+        dry_run: bool,
+        retry_timeout: float = RETRY_TIMEOUT,
+        sleep: t.Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.core_v1 = core_v1
+        self.dry_run = dry_run
+        self.retry_timeout = retry_timeout
+        self.sleep = sleep
+
+    def _call(self, call: t.Callable[[], t.Any], action: str, target: str, *, none_if_not_found: bool = False) -> t.Any:
+        return k8s_call(
+            lambda: retry(call, should_retry=throttled, timeout=self.retry_timeout, sleep=self.sleep),
+            action,
+            target,
+            none_if_not_found=none_if_not_found,
+        )
+
+    def _dry_run(self) -> dict[str, str]:
+        return {"dry_run": "All"} if self.dry_run else {}
+
+    def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
+        found = self._call(
+            lambda: self.core_v1.read_namespaced_config_map(name, namespace),
+            "read ConfigMap",
+            f"'{namespace}/{name}'",
+            none_if_not_found=True,
+        )
+        return normalize_configmap(found) if found is not None else None
+
+    def _post(self, body: dict[str, t.Any], desired: DesiredConfigMap) -> t.Any:
+        try:
+            return self._call(
+                lambda: self.core_v1.create_namespaced_config_map(desired.namespace, body, **self._dry_run()),
+                "create ConfigMap",
+                desired.target,
+            )
+        except WorkloadIdentityError as error:
+            if error.status == 409 and error.code == "AlreadyExists":
+                raise _Raced() from error
+            raise
+
+    def _create(self, plan: Plan, desired: DesiredConfigMap, outcome: Outcome) -> t.Any:
+        body = create_body(plan)
+        try:
+            return self._post(body, desired)
+        except WorkloadIdentityError as error:
+            if not (error.status == 404 and details_kind(error) == "namespaces"):
+                raise
+            if not desired.create_namespace:
+                raise WorkloadIdentityError(
+                    f"Failed to create ConfigMap {desired.target}: namespace '{desired.namespace}' does not exist; "
+                    "create it first or set create_namespace: true",
+                    code="NotFound",
+                    status=404,
+                    target=desired.target,
+                    exception=error.original,
+                ) from error
+        self._create_namespace(desired.namespace)
+        outcome.namespace_created = True
+        if self.dry_run:
+            return None  # the namespace exists only in the dry run: the ConfigMap cannot be dry-run inside it
+        return self._post(body, desired)
+
+    def _create_namespace(self, namespace: str) -> None:
+        try:
+            self._call(
+                lambda: self.core_v1.create_namespace(
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, **self._dry_run()
+                ),
+                "create namespace",
+                f"'{namespace}'",
+            )
+        except WorkloadIdentityError as error:
+            if not (error.status == 409 and error.code == "AlreadyExists"):  # created meanwhile: fine
+                raise
+
+    def _patch(self, plan: Plan, desired: DesiredConfigMap) -> t.Any:
+        try:
+            return self._call(
+                lambda: self.core_v1.patch_namespaced_config_map(
+                    desired.name, desired.namespace, patch_body(plan), **self._dry_run()
+                ),
+                "update ConfigMap",
+                desired.target,
+            )
+        except WorkloadIdentityError as error:
+            if error.status == 404:  # deleted since we read it
+                raise _Raced() from error
+            raise
+
+    def _delete(self, uid: str | None, desired: DesiredConfigMap) -> None:
+        # With DeleteOptions in the body the API server ignores query parameters: dryRun goes in the body too.
+        options: dict[str, t.Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            options["preconditions"] = {"uid": uid}  # never delete a ConfigMap recreated since our read
+        if self.dry_run:
+            options["dryRun"] = ["All"]
+        try:
+            self._call(
+                lambda: self.core_v1.delete_namespaced_config_map(
+                    desired.name, desired.namespace, body=options, **self._dry_run()
+                ),
+                "delete ConfigMap",
+                desired.target,
+            )
+        except WorkloadIdentityError as error:
+            if error.status in (404, 409):  # gone already, or recreated (uid precondition failed)
+                raise _Raced() from error
+            raise
+
+    def reconcile(self, desired: DesiredConfigMap) -> Outcome:
+        """Read -> plan -> apply, again from the read when another writer got in between."""
+        for _attempt in range(RACE_ATTEMPTS):
+            actual = self.read(desired.namespace, desired.name)
+            decided = plan(actual, desired)
+            outcome = Outcome(decided, actual)
+            if not decided.changed:
+                return outcome
+            try:
+                self._apply(actual, desired, outcome)
+            except _Raced:
+                continue
+            return outcome
+        raise WorkloadIdentityError(
+            f"Failed to reconcile ConfigMap {desired.target}: it kept changing under us ({RACE_ATTEMPTS} attempts); "
+            "another controller may be managing it",
+            code="Conflict",
+            target=desired.target,
+        )
+
+    def _apply(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap, outcome: Outcome) -> None:
+        decided = outcome.plan
+        if decided.action == DELETE:
+            self._delete((actual or {}).get("uid"), desired)
+            outcome.configmap = None
+            return
+        if decided.action == CREATE:
+            response = self._create(decided, desired, outcome)
+        else:
+            response = self._patch(decided, desired)
+        if response is None:  # check mode inside a namespace that only the dry run created
+            outcome.configmap = {**(decided.after or {}), "uid": None}
+            return
+        result = normalize_configmap(response)
+        if self.dry_run and decided.action == CREATE:
+            result["uid"] = None  # a dry-run create answers with a uid that will never exist
+        outcome.configmap = result
+        decided.after = _comparable(result)

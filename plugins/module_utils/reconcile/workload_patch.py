@@ -1,0 +1,337 @@
+# Copyright: Contributors to the aks.workload_identity collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Reconciler for the pod template of a workload: the label, ServiceAccount and annotations the webhook reads.
+
+The azure-workload-identity webhook mutates only pods labelled ``azure.workload.identity/use: "true"`` that run
+as an annotated ServiceAccount, and a Deployment, StatefulSet, DaemonSet or CronJob makes its pods from its pod
+template (a CronJob's is ``spec.jobTemplate.spec.template``), so that is where the label and
+``serviceAccountName`` go; a label on the workload's own metadata has no effect. Only those keys (and the proxy
+sidecar annotations, when asked) are ever written, with a JSON merge patch (RFC 7386) naming just them, so the
+rest of the template is left as it is. Check mode is the API server's dry run.
+
+Private to this collection: the names here may change without notice.
+"""
+
+from __future__ import annotations
+
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError, retry
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import k8s_call
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import NONE, UPDATE, Plan, merge_owned
+
+# Throttling is retried exactly as for ServiceAccounts (429/5xx with Retry-After): one rule, written once.
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
+    _throttled as throttled,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    ANNOTATION_INJECT_PROXY_SIDECAR,
+    ANNOTATION_PROXY_SIDECAR_PORT,
+    DEFAULT_PROXY_SIDECAR_PORT,
+    LABEL_USE,
+    LABEL_USE_VALUE,
+    validate_namespace,
+    validate_service_account_name,
+)
+
+PRESENT = "present"
+ABSENT = "absent"
+MERGE_PATCH = "application/merge-patch+json"
+RETRY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a workload kind lives in the API and where its pod template sits (camelCase path in the object)."""
+
+    api: str  # the K8sModule client property
+    resource: str  # the kubernetes client's method suffix: read_namespaced_<resource>
+    template_path: tuple[str, ...]
+    rolls_out: bool  # a template change replaces the running pods (a CronJob's only affects its next jobs)
+
+
+# A Job's pod template is immutable and a bare Pod's serviceAccountName too: neither can be patched.
+KINDS: dict[str, Kind] = {
+    "Deployment": Kind("apps_v1", "deployment", ("spec", "template"), True),
+    "StatefulSet": Kind("apps_v1", "stateful_set", ("spec", "template"), True),
+    "DaemonSet": Kind("apps_v1", "daemon_set", ("spec", "template"), True),
+    "CronJob": Kind("batch_v1", "cron_job", ("spec", "jobTemplate", "spec", "template"), False),
+}
+PROXY_ANNOTATIONS = (ANNOTATION_INJECT_PROXY_SIDECAR, ANNOTATION_PROXY_SIDECAR_PORT)
+MIN_PORT, MAX_PORT = 1, 65535
+
+
+# --- The desired state --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DesiredPodTemplate:
+    """What the caller wants. ``proxy_sidecar``: ``None`` leaves the proxy annotations alone."""
+
+    namespace: str
+    kind: str
+    name: str
+    service_account: str | None = None
+    state: str = PRESENT
+    proxy_sidecar: bool | None = None
+    proxy_sidecar_port: int | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.kind} '{self.namespace}/{self.name}'"
+
+    @property
+    def template_field(self) -> str:
+        return ".".join(KINDS[self.kind].template_path)
+
+
+def validate(desired: DesiredPodTemplate) -> list[str]:
+    """Every input rule, as "field: rule" messages, checked before any request."""
+    errors = validate_namespace(desired.namespace)
+    if desired.kind not in KINDS:
+        errors.append(f"kind: must be one of {', '.join(KINDS)}, got {desired.kind!r}")
+    if not isinstance(desired.name, str) or not desired.name:
+        errors.append("name: is required")
+    if desired.state == PRESENT:
+        errors += validate_service_account_name(desired.service_account, "service_account")
+    port = desired.proxy_sidecar_port
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not MIN_PORT <= port <= MAX_PORT):
+        errors.append(f"proxy_sidecar_port: must be a port number {MIN_PORT}-{MAX_PORT}, got {port!r}")
+    return errors
+
+
+# --- Normalising ------------------------------------------------------------------------------------------------
+def _field(document: t.Mapping[str, t.Any] | None, camel: str) -> t.Any:
+    """A field of an API dict (camelCase) or of a kubernetes model's ``to_dict()`` (snake_case)."""
+    if not document:
+        return None
+    if camel in document:
+        return document[camel]
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return document.get(snake)
+
+
+def pod_template_of(workload: t.Mapping[str, t.Any], kind: str) -> dict[str, t.Any]:
+    node: t.Any = workload
+    for step in KINDS[kind].template_path:
+        node = _field(node, step) or {}
+    return dict(node)
+
+
+def normalize_workload(workload: t.Any, kind: str) -> dict[str, t.Any]:
+    """The workload as this collection reports it: identity and the parts of its pod template the webhook reads."""
+    document = workload.to_dict() if hasattr(workload, "to_dict") else dict(workload or {})
+    metadata = _field(document, "metadata") or {}
+    template = pod_template_of(document, kind)
+    template_metadata = _field(template, "metadata") or {}
+    template_spec = _field(template, "spec") or {}
+    labels = dict(_field(template_metadata, "labels") or {})
+    annotations = dict(_field(template_metadata, "annotations") or {})
+    port = annotations.get(ANNOTATION_PROXY_SIDECAR_PORT)
+    return {
+        "kind": kind,
+        "namespace": _field(metadata, "namespace"),
+        "name": _field(metadata, "name"),
+        "uid": _field(metadata, "uid"),
+        # serviceAccount is the deprecated alias the API server still fills in from serviceAccountName
+        "service_account": _field(template_spec, "serviceAccountName") or _field(template_spec, "serviceAccount"),
+        "deprecated_service_account": _field(template_spec, "serviceAccount"),
+        "labels": labels,
+        "annotations": annotations,
+        "workload_identity": labels.get(LABEL_USE) == LABEL_USE_VALUE,
+        "proxy_sidecar": annotations.get(ANNOTATION_INJECT_PROXY_SIDECAR) == "true",
+        "proxy_sidecar_port": int(port) if isinstance(port, str) and port.isdigit() else None,
+    }
+
+
+def _comparable(workload: dict[str, t.Any] | None) -> dict[str, t.Any] | None:
+    """The normalised dict without what only the server assigns or what merely mirrors another field."""
+    if workload is None:
+        return None
+    return {key: value for key, value in workload.items() if key not in ("uid", "deprecated_service_account")}
+
+
+# --- Planning (pure) ----------------------------------------------------------------------------------------------
+def owned_labels(desired: DesiredPodTemplate) -> dict[str, str | None]:
+    return {LABEL_USE: LABEL_USE_VALUE if desired.state == PRESENT else None}
+
+
+def owned_annotations(desired: DesiredPodTemplate) -> dict[str, str | None]:
+    if desired.state == ABSENT or desired.proxy_sidecar is False:
+        return dict.fromkeys(PROXY_ANNOTATIONS)
+    if desired.proxy_sidecar:
+        port = desired.proxy_sidecar_port or DEFAULT_PROXY_SIDECAR_PORT
+        return {ANNOTATION_INJECT_PROXY_SIDECAR: "true", ANNOTATION_PROXY_SIDECAR_PORT: str(port)}
+    return {}
+
+
+def _rebuild(before: dict[str, t.Any], service_account: str | None, labels: dict, annotations: dict) -> dict:
+    port = annotations.get(ANNOTATION_PROXY_SIDECAR_PORT)
+    return {
+        **before,
+        "service_account": service_account,
+        "labels": labels,
+        "annotations": annotations,
+        "workload_identity": labels.get(LABEL_USE) == LABEL_USE_VALUE,
+        "proxy_sidecar": annotations.get(ANNOTATION_INJECT_PROXY_SIDECAR) == "true",
+        "proxy_sidecar_port": int(port) if isinstance(port, str) and port.isdigit() else None,
+    }
+
+
+def plan(actual: dict[str, t.Any] | None, desired: DesiredPodTemplate) -> Plan:
+    """Decide from the normalised workload (``None`` when it does not exist) what to patch."""
+    if actual is None:
+        if desired.state == ABSENT:
+            return Plan(NONE, None, None, [], f"the {desired.kind} does not exist")
+        raise WorkloadIdentityError(
+            f"Failed to patch the pod template of {desired.target}: it does not exist; create the workload first "
+            "(or leave it out of the list of workloads to patch)",
+            code="NotFound",
+            status=404,
+            target=desired.target,
+        )
+    before = _comparable(actual) or {}
+    service_account = desired.service_account if desired.state == PRESENT else before["service_account"]
+    after = _rebuild(
+        before,
+        service_account,
+        merge_owned(before["labels"], owned_labels(desired)),
+        merge_owned(before["annotations"], owned_annotations(desired)),
+    )
+    warnings = []
+    previous = before["service_account"]
+    if desired.state == PRESENT and previous not in (None, "", "default", service_account):
+        warnings.append(
+            f"The pods of {desired.target} ran as ServiceAccount '{previous}' and will run as '{service_account}'; "
+            f"any Kubernetes RBAC granted to '{previous}' no longer applies to them"
+        )
+    if after == before and not _deprecated_alias_differs(actual, after):
+        return Plan(NONE, before, after, warnings, "the pod template already has the desired settings")
+    changed = [key for key in ("service_account", "labels", "annotations") if after[key] != before[key]]
+    return Plan(UPDATE, before, after, warnings, f"{', '.join(changed) or 'serviceAccount'} of the pod template differ")
+
+
+def _deprecated_alias_differs(actual: dict[str, t.Any], after: dict[str, t.Any]) -> bool:
+    alias = actual.get("deprecated_service_account")
+    return bool(alias) and alias != after["service_account"]
+
+
+def patch_body(plan: Plan, desired: DesiredPodTemplate, actual: dict[str, t.Any]) -> dict[str, t.Any]:
+    """A JSON merge patch of the pod template naming only the keys that change (``None`` deletes a key)."""
+    before, after = plan.before or {}, plan.after or {}
+    metadata: dict[str, t.Any] = {}
+    for section in ("labels", "annotations"):
+        old, new = before.get(section) or {}, after.get(section) or {}
+        changes = {key: new.get(key) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)}
+        if changes:
+            metadata[section] = changes
+    template: dict[str, t.Any] = {}
+    if metadata:
+        template["metadata"] = metadata
+    spec: dict[str, t.Any] = {}
+    if after.get("service_account") != before.get("service_account"):
+        spec["serviceAccountName"] = after["service_account"]
+    if _deprecated_alias_differs(actual, after):
+        # A stale deprecated alias would read as another ServiceAccount to older tools: keep the two equal.
+        spec["serviceAccount"] = after["service_account"]
+    if spec:
+        template["spec"] = spec
+    body: dict[str, t.Any] = template
+    for step in reversed(KINDS[desired.kind].template_path):
+        body = {step: body}
+    return body
+
+
+# --- Talking to the API server ----------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What one reconcile did. ``workload`` is the normalised workload after it (None when it does not exist)."""
+
+    plan: Plan
+    workload: dict[str, t.Any] | None
+    restarts_pods: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.plan.changed
+
+
+class PodTemplateReconciler:
+    """Reads, plans and patches one workload's pod template.
+
+    ``clients`` maps the API group client names of ``KINDS`` (``apps_v1``, ``batch_v1``) to kubernetes client
+    objects. ``dry_run`` (check mode) sends the patch with ``dryRun=All``: the API server validates and answers
+    with the result, and persists nothing.
+    """
+
+    def __init__(
+        self,
+        clients: t.Mapping[str, t.Any],
+        *,
+        dry_run: bool,
+        retry_timeout: float = RETRY_TIMEOUT,
+        sleep: t.Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.clients = clients
+        self.dry_run = dry_run
+        self.retry_timeout = retry_timeout
+        self.sleep = sleep
+
+    def _call(self, call: t.Callable[[], t.Any], action: str, target: str, *, none_if_not_found: bool = False) -> t.Any:
+        return k8s_call(
+            lambda: retry(call, should_retry=throttled, timeout=self.retry_timeout, sleep=self.sleep),
+            action,
+            target,
+            none_if_not_found=none_if_not_found,
+        )
+
+    def _method(self, verb: str, kind: str) -> t.Callable[..., t.Any]:
+        spec = KINDS[kind]
+        return getattr(self.clients[spec.api], f"{verb}_namespaced_{spec.resource}")
+
+    def read(self, desired: DesiredPodTemplate) -> dict[str, t.Any] | None:
+        found = self._call(
+            lambda: self._method("read", desired.kind)(desired.name, desired.namespace),
+            "read",
+            desired.target,
+            none_if_not_found=True,
+        )
+        return normalize_workload(found, desired.kind) if found is not None else None
+
+    def _patch(self, body: dict[str, t.Any], desired: DesiredPodTemplate) -> t.Any:
+        extra: dict[str, t.Any] = {"_content_type": MERGE_PATCH}
+        if self.dry_run:
+            extra["dry_run"] = "All"
+        try:
+            return self._call(
+                lambda: self._method("patch", desired.kind)(desired.name, desired.namespace, body, **extra),
+                "patch the pod template of",
+                desired.target,
+            )
+        except WorkloadIdentityError as error:
+            if error.status == 404:
+                raise WorkloadIdentityError(
+                    f"Failed to patch the pod template of {desired.target}: it was deleted while being patched",
+                    code="NotFound",
+                    status=404,
+                    target=desired.target,
+                    exception=error.original,
+                ) from error
+            raise
+
+    def reconcile(self, desired: DesiredPodTemplate) -> Outcome:
+        """Read -> plan -> patch (a merge patch needs no resourceVersion: it only names our keys)."""
+        actual = self.read(desired)
+        decided = plan(actual, desired)
+        outcome = Outcome(decided, actual, warnings=list(decided.warnings))
+        if not decided.changed or actual is None:
+            return outcome
+        response = self._patch(patch_body(decided, desired, actual), desired)
+        result = normalize_workload(response, desired.kind)
+        outcome.workload = result
+        decided.after = _comparable(result)  # what the server computed
+        outcome.restarts_pods = KINDS[desired.kind].rolls_out
+        return outcome
