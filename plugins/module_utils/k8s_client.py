@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 import traceback
 import typing as t
 
@@ -22,6 +23,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.errors impor
     WorkloadIdentityError,
     describe_failure,
     error_handler,
+    retry,
 )
 
 IMPORT_ERRORS: dict[str, str] = {}
@@ -228,6 +230,74 @@ def k8s_call(
         if none_if_not_found and is_k8s_not_found(exc):
             return None
         raise k8s_error(exc, action, target) from exc
+
+
+# --- The reconcilers' base ----------------------------------------------------------------------------------------
+def throttled(exc: BaseException) -> bool:
+    """Retry what client-go retries and the Python client does not: 429 or 5xx that carry a Retry-After header.
+
+    The API server's priority and fairness answers 429 TooManyRequests with Retry-After; a 5xx with Retry-After
+    (for example 503 while an aggregated API or etcd recovers) is the server asking for another attempt.
+    """
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int) or not (status == 429 or 500 <= status <= 599):
+        return False
+    headers = getattr(exc, "headers", None) or {}
+    return any(str(key).lower() == "retry-after" for key in headers)
+
+
+def status_details_kind(error: WorkloadIdentityError) -> str | None:
+    """``details.kind`` of the Kubernetes ``Status`` behind an error (``namespaces`` for a missing namespace)."""
+    body = getattr(error.original, "body", None)
+    try:
+        document = json.loads(body) if body else None
+    except (TypeError, ValueError):
+        return None
+    details = document.get("details") if isinstance(document, dict) else None
+    return details.get("kind") if isinstance(details, dict) else None
+
+
+class Raced(Exception):
+    """Another writer changed the object between our read and our write: read and plan again."""
+
+
+class K8sApiCaller:
+    """What every Kubernetes reconciler shares: one API call at a time, retried only when the server asks
+    (Retry-After), errors named after the action and target; every write a server-side dry run in check mode."""
+
+    RETRY_TIMEOUT = 60.0
+
+    def __init__(
+        self, *, dry_run: bool, retry_timeout: float | None = None, sleep: t.Callable[[float], None] = time.sleep
+    ) -> None:
+        self.dry_run = dry_run
+        self.retry_timeout = self.RETRY_TIMEOUT if retry_timeout is None else retry_timeout
+        self.sleep = sleep
+
+    def _call(self, call: t.Callable[[], t.Any], action: str, target: str, *, none_if_not_found: bool = False) -> t.Any:
+        return k8s_call(
+            lambda: retry(call, should_retry=throttled, timeout=self.retry_timeout, sleep=self.sleep),
+            action,
+            target,
+            none_if_not_found=none_if_not_found,
+        )
+
+    def _dry_run(self) -> dict[str, str]:
+        return {"dry_run": "All"} if self.dry_run else {}
+
+    def _create_namespace(self, core_v1: t.Any, namespace: str) -> None:
+        """Create a namespace (dry run in check mode); one created meanwhile by someone else is fine."""
+        try:
+            self._call(
+                lambda: core_v1.create_namespace(
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, **self._dry_run()
+                ),
+                "create namespace",
+                f"'{namespace}'",
+            )
+        except WorkloadIdentityError as error:
+            if not (error.status == 409 and error.code == "AlreadyExists"):
+                raise
 
 
 # --- The module base --------------------------------------------------------------------------------------------

@@ -14,14 +14,17 @@ Private to this collection: the names here may change without notice.
 
 from __future__ import annotations
 
-import json
 import re
-import time
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError, retry
-from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import delete_options, k8s_call
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
+    K8sApiCaller,
+    Raced,
+    delete_options,
+    status_details_kind,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
@@ -65,7 +68,6 @@ LABEL_VALUE_PATTERN = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$
 ANNOTATIONS_SIZE_MAX = 256 * 1024
 
 MAX_NAMED_PODS = 5  # pods named in the restart warning; the result lists them all
-RETRY_TIMEOUT = 60.0
 RACE_ATTEMPTS = 3  # read -> plan -> apply rounds when another writer races us (AlreadyExists, NotFound, Conflict)
 
 
@@ -295,34 +297,6 @@ def restart_warning(plan: Plan, desired: DesiredServiceAccount, pods: list[str])
 
 
 # --- Talking to the API server ----------------------------------------------------------------------------------
-def _throttled(exc: BaseException) -> bool:
-    """Retry what client-go retries and the Python client does not: 429 or 5xx that carry a Retry-After header.
-
-    The API server's priority and fairness answers 429 TooManyRequests with Retry-After; a 5xx with Retry-After
-    (for example 503 while an aggregated API or etcd recovers) is the server asking for another attempt.
-    """
-    status = getattr(exc, "status", None)
-    if not isinstance(status, int) or not (status == 429 or 500 <= status <= 599):
-        return False
-    headers = getattr(exc, "headers", None) or {}
-    return any(str(key).lower() == "retry-after" for key in headers)
-
-
-def _details_kind(error: WorkloadIdentityError) -> str | None:
-    """``details.kind`` of the Kubernetes ``Status`` behind an error (``namespaces`` for a missing namespace)."""
-    body = getattr(error.original, "body", None)
-    try:
-        document = json.loads(body) if body else None
-    except (TypeError, ValueError):
-        return None
-    details = document.get("details") if isinstance(document, dict) else None
-    return details.get("kind") if isinstance(details, dict) else None
-
-
-class _Raced(Exception):
-    """Another writer changed the ServiceAccount between our read and our write: read and plan again."""
-
-
 @dataclass
 class Outcome:
     """What one reconcile did. ``service_account`` is the normalised object after it (None when absent)."""
@@ -338,37 +312,16 @@ class Outcome:
         return self.plan.changed
 
 
-class ServiceAccountReconciler:
+class ServiceAccountReconciler(K8sApiCaller):
     """Reads, plans and applies one ServiceAccount through a kubernetes ``CoreV1Api``.
 
     ``dry_run`` (check mode) sends every write with ``dryRun=All``: the API server validates, runs admission and
     answers with the result, and persists nothing.
     """
 
-    def __init__(
-        self,
-        core_v1: t.Any,
-        *,
-        dry_run: bool,
-        retry_timeout: float = RETRY_TIMEOUT,
-        sleep: t.Callable[[float], None] = time.sleep,
-    ) -> None:
+    def __init__(self, core_v1: t.Any, **caller: t.Any) -> None:
+        super().__init__(**caller)
         self.core_v1 = core_v1
-        self.dry_run = dry_run
-        self.retry_timeout = retry_timeout
-        self.sleep = sleep
-
-    # Thin wrappers: one API call each, retried only when the server asks (Retry-After), errors named.
-    def _call(self, call: t.Callable[[], t.Any], action: str, target: str, *, none_if_not_found: bool = False) -> t.Any:
-        return k8s_call(
-            lambda: retry(call, should_retry=_throttled, timeout=self.retry_timeout, sleep=self.sleep),
-            action,
-            target,
-            none_if_not_found=none_if_not_found,
-        )
-
-    def _dry_run(self) -> dict[str, str]:
-        return {"dry_run": "All"} if self.dry_run else {}
 
     def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
         found = self._call(
@@ -400,8 +353,8 @@ class ServiceAccountReconciler:
             return self._post_service_account(body, desired)
         except WorkloadIdentityError as error:
             if error.status == 409 and error.code == "AlreadyExists":
-                raise _Raced() from error
-            if not (error.status == 404 and _details_kind(error) == "namespaces"):
+                raise Raced() from error
+            if not (error.status == 404 and status_details_kind(error) == "namespaces"):
                 raise
             if not desired.create_namespace:
                 raise WorkloadIdentityError(
@@ -412,7 +365,7 @@ class ServiceAccountReconciler:
                     target=desired.target,
                     exception=error.original,
                 ) from error
-        self._create_namespace(desired.namespace)
+        self._create_namespace(self.core_v1, desired.namespace)
         outcome.namespace_created = True
         if self.dry_run:
             return None  # the namespace exists only in the dry run: the ServiceAccount cannot be dry-run inside it
@@ -420,7 +373,7 @@ class ServiceAccountReconciler:
             return self._post_service_account(body, desired)
         except WorkloadIdentityError as error:
             if error.status == 409 and error.code == "AlreadyExists":
-                raise _Raced() from error
+                raise Raced() from error
             raise
 
     def _post_service_account(self, body: dict[str, t.Any], desired: DesiredServiceAccount) -> t.Any:
@@ -429,19 +382,6 @@ class ServiceAccountReconciler:
             "create ServiceAccount",
             desired.target,
         )
-
-    def _create_namespace(self, namespace: str) -> None:
-        try:
-            self._call(
-                lambda: self.core_v1.create_namespace(
-                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, **self._dry_run()
-                ),
-                "create namespace",
-                f"'{namespace}'",
-            )
-        except WorkloadIdentityError as error:
-            if not (error.status == 409 and error.code == "AlreadyExists"):  # created meanwhile: fine
-                raise
 
     def _patch(self, plan: Plan, desired: DesiredServiceAccount) -> t.Any:
         try:
@@ -454,7 +394,7 @@ class ServiceAccountReconciler:
             )
         except WorkloadIdentityError as error:
             if error.status == 404:  # deleted since we read it
-                raise _Raced() from error
+                raise Raced() from error
             raise
 
     def _delete(self, uid: str | None, desired: DesiredServiceAccount) -> None:
@@ -471,7 +411,7 @@ class ServiceAccountReconciler:
             )
         except WorkloadIdentityError as error:
             if error.status in (404, 409):  # gone already, or recreated (uid precondition failed)
-                raise _Raced() from error
+                raise Raced() from error
             raise
 
     # The whole round.
@@ -487,7 +427,7 @@ class ServiceAccountReconciler:
                 return outcome
             try:
                 self._apply(actual, desired, outcome)
-            except _Raced:
+            except Raced:
                 continue
             return outcome
         raise WorkloadIdentityError(

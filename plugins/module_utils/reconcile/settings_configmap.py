@@ -15,12 +15,15 @@ Private to this collection: the names here may change without notice.
 from __future__ import annotations
 
 import re
-import time
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError, retry
-from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import k8s_call
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
+    K8sApiCaller,
+    Raced,
+    status_details_kind,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
@@ -30,18 +33,11 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
     merge_owned,
 )
 
-# The API server rules for label keys and values, and the throttling retry, are the ServiceAccount reconciler's:
-# one rule, written once.
+# The API server rules for label keys and values are the ServiceAccount reconciler's: one rule, written once.
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
     LABEL_VALUE_MAX,
     LABEL_VALUE_PATTERN,
     validate_qualified_name,
-)
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
-    _details_kind as details_kind,
-)
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
-    _throttled as throttled,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ENV_CLIENT_ID,
@@ -62,7 +58,6 @@ OWNED_KEYS: dict[str, str] = {"client_id": ENV_CLIENT_ID, "tenant_id": ENV_TENAN
 CONFIGMAP_KEY_PATTERN = re.compile(r"^[-._a-zA-Z0-9]+$")
 CONFIGMAP_KEY_MAX = 253
 CONFIGMAP_SIZE_MAX = 1024 * 1024  # the API server refuses a ConfigMap whose data exceeds 1 MiB
-RETRY_TIMEOUT = 60.0
 RACE_ATTEMPTS = 3  # read -> plan -> apply rounds when another writer races us (AlreadyExists, NotFound, Conflict)
 
 
@@ -233,10 +228,6 @@ def create_body(plan: Plan) -> dict[str, t.Any]:
 
 
 # --- Talking to the API server ----------------------------------------------------------------------------------
-class _Raced(Exception):
-    """Another writer changed the ConfigMap between our read and our write: read and plan again."""
-
-
 @dataclass
 class Outcome:
     plan: Plan
@@ -248,32 +239,12 @@ class Outcome:
         return self.plan.changed
 
 
-class ConfigMapReconciler:
+class ConfigMapReconciler(K8sApiCaller):
     """Reads, plans and applies one ConfigMap through a kubernetes ``CoreV1Api`` (dry run in check mode)."""
 
-    def __init__(
-        self,
-        core_v1: t.Any,
-        *,
-        dry_run: bool,
-        retry_timeout: float = RETRY_TIMEOUT,
-        sleep: t.Callable[[float], None] = time.sleep,
-    ) -> None:
+    def __init__(self, core_v1: t.Any, **caller: t.Any) -> None:
+        super().__init__(**caller)
         self.core_v1 = core_v1
-        self.dry_run = dry_run
-        self.retry_timeout = retry_timeout
-        self.sleep = sleep
-
-    def _call(self, call: t.Callable[[], t.Any], action: str, target: str, *, none_if_not_found: bool = False) -> t.Any:
-        return k8s_call(
-            lambda: retry(call, should_retry=throttled, timeout=self.retry_timeout, sleep=self.sleep),
-            action,
-            target,
-            none_if_not_found=none_if_not_found,
-        )
-
-    def _dry_run(self) -> dict[str, str]:
-        return {"dry_run": "All"} if self.dry_run else {}
 
     def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
         found = self._call(
@@ -293,7 +264,7 @@ class ConfigMapReconciler:
             )
         except WorkloadIdentityError as error:
             if error.status == 409 and error.code == "AlreadyExists":
-                raise _Raced() from error
+                raise Raced() from error
             raise
 
     def _create(self, plan: Plan, desired: DesiredConfigMap, outcome: Outcome) -> t.Any:
@@ -301,7 +272,7 @@ class ConfigMapReconciler:
         try:
             return self._post(body, desired)
         except WorkloadIdentityError as error:
-            if not (error.status == 404 and details_kind(error) == "namespaces"):
+            if not (error.status == 404 and status_details_kind(error) == "namespaces"):
                 raise
             if not desired.create_namespace:
                 raise WorkloadIdentityError(
@@ -312,24 +283,11 @@ class ConfigMapReconciler:
                     target=desired.target,
                     exception=error.original,
                 ) from error
-        self._create_namespace(desired.namespace)
+        self._create_namespace(self.core_v1, desired.namespace)
         outcome.namespace_created = True
         if self.dry_run:
             return None  # the namespace exists only in the dry run: the ConfigMap cannot be dry-run inside it
         return self._post(body, desired)
-
-    def _create_namespace(self, namespace: str) -> None:
-        try:
-            self._call(
-                lambda: self.core_v1.create_namespace(
-                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, **self._dry_run()
-                ),
-                "create namespace",
-                f"'{namespace}'",
-            )
-        except WorkloadIdentityError as error:
-            if not (error.status == 409 and error.code == "AlreadyExists"):  # created meanwhile: fine
-                raise
 
     def _patch(self, plan: Plan, desired: DesiredConfigMap) -> t.Any:
         try:
@@ -342,7 +300,7 @@ class ConfigMapReconciler:
             )
         except WorkloadIdentityError as error:
             if error.status == 404:  # deleted since we read it
-                raise _Raced() from error
+                raise Raced() from error
             raise
 
     def _delete(self, uid: str | None, desired: DesiredConfigMap) -> None:
@@ -362,7 +320,7 @@ class ConfigMapReconciler:
             )
         except WorkloadIdentityError as error:
             if error.status in (404, 409):  # gone already, or recreated (uid precondition failed)
-                raise _Raced() from error
+                raise Raced() from error
             raise
 
     def reconcile(self, desired: DesiredConfigMap) -> Outcome:
@@ -375,7 +333,7 @@ class ConfigMapReconciler:
                 return outcome
             try:
                 self._apply(actual, desired, outcome)
-            except _Raced:
+            except Raced:
                 continue
             return outcome
         raise WorkloadIdentityError(

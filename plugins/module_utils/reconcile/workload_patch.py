@@ -16,18 +16,12 @@ Private to this collection: the names here may change without notice.
 
 from __future__ import annotations
 
-import time
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError, retry
-from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import k8s_call
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8sApiCaller
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import NONE, UPDATE, Plan, merge_owned
-
-# Throttling is retried exactly as for ServiceAccounts (429/5xx with Retry-After): one rule, written once.
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
-    _throttled as throttled,
-)
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ANNOTATION_INJECT_PROXY_SIDECAR,
     ANNOTATION_PROXY_SIDECAR_PORT,
@@ -41,7 +35,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
 PRESENT = "present"
 ABSENT = "absent"
 MERGE_PATCH = "application/merge-patch+json"
-RETRY_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -259,7 +252,7 @@ class Outcome:
         return self.plan.changed
 
 
-class PodTemplateReconciler:
+class PodTemplateReconciler(K8sApiCaller):
     """Reads, plans and patches one workload's pod template.
 
     ``clients`` maps the API group client names of ``KINDS`` (``apps_v1``, ``batch_v1``) to kubernetes client
@@ -267,26 +260,9 @@ class PodTemplateReconciler:
     with the result, and persists nothing.
     """
 
-    def __init__(
-        self,
-        clients: t.Mapping[str, t.Any],
-        *,
-        dry_run: bool,
-        retry_timeout: float = RETRY_TIMEOUT,
-        sleep: t.Callable[[float], None] = time.sleep,
-    ) -> None:
+    def __init__(self, clients: t.Mapping[str, t.Any], **caller: t.Any) -> None:
+        super().__init__(**caller)
         self.clients = clients
-        self.dry_run = dry_run
-        self.retry_timeout = retry_timeout
-        self.sleep = sleep
-
-    def _call(self, call: t.Callable[[], t.Any], action: str, target: str, *, none_if_not_found: bool = False) -> t.Any:
-        return k8s_call(
-            lambda: retry(call, should_retry=throttled, timeout=self.retry_timeout, sleep=self.sleep),
-            action,
-            target,
-            none_if_not_found=none_if_not_found,
-        )
 
     def _method(self, verb: str, kind: str) -> t.Callable[..., t.Any]:
         spec = KINDS[kind]

@@ -6,11 +6,14 @@ the environment as AWX injects them (K8S_AUTH_KUBECONFIG, AZURE_*). Output is JS
 
   kube_workloads.py prepare NAMESPACE DEPLOYMENT CRONJOB   namespace + a Deployment and a CronJob without identity
   kube_workloads.py show REQUEST                           REQUEST: JSON {"service_accounts": [[ns, name]],
-                                                           "configmaps": [[ns, name]], "workloads": [[kind, ns, name]]}
+                                                           "configmaps": [[ns, name]], "workloads": [[kind, ns, name]],
+                                                           "namespaces": [name]}
   kube_workloads.py exchange NAMESPACE SERVICE_ACCOUNT CLIENT_ID
                                                            a token of the ServiceAccount, exchanged at Entra for
                                                            the identity CLIENT_ID, as the webhook-mutated pod would
-  kube_workloads.py delete REQUEST                         deletes what REQUEST names (namespaces are kept)
+  kube_workloads.py delete REQUEST                         deletes what REQUEST names; "finalize_namespaces":
+                                                           [name] then finishes deleting those namespaces, as
+                                                           the namespace controller (absent in the lab) would
 """
 
 from __future__ import annotations
@@ -105,7 +108,17 @@ def show(api: k8s.ApiClient, request: dict) -> dict:
         "DaemonSet": apps.read_namespaced_daemon_set,
         "CronJob": batch.read_namespaced_cron_job,
     }
-    result: dict = {"service_accounts": {}, "configmaps": {}, "workloads": {}}
+    result: dict = {"service_accounts": {}, "configmaps": {}, "workloads": {}, "namespaces": {}}
+    for name in request.get("namespaces", []):
+        found = read_or_none(core.read_namespace, name)
+        result["namespaces"][name] = (
+            None
+            if found is None
+            else {
+                "phase": found.status.phase,
+                "terminating": found.metadata.deletion_timestamp is not None,
+            }
+        )
     for namespace, name in request.get("service_accounts", []):
         found = read_or_none(core.read_namespaced_service_account, name, namespace)
         result["service_accounts"][f"{namespace}/{name}"] = (
@@ -178,6 +191,18 @@ def delete(api: k8s.ApiClient, request: dict) -> dict:
     for call, namespace, name in targets:
         if read_or_none(call, name, namespace) is not None:
             deleted.append(f"{namespace}/{name}")
+    # The lab runs no kube-controller-manager, so a deleted namespace stays Terminating for ever. Do the namespace
+    # controller's last step once its contents are gone (deleted above): clear spec.finalizers through the
+    # /finalize subresource, and the API server removes the namespace.
+    for name in request.get("finalize_namespaces", []):
+        found = read_or_none(core.read_namespace, name)
+        if found is None:
+            continue
+        if found.metadata.deletion_timestamp is None:
+            core.delete_namespace(name)
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "spec": {"finalizers": []}}
+        core.replace_namespace_finalize(name, body)
+        deleted.append(name)
     return {"deleted": deleted}
 
 

@@ -1,0 +1,251 @@
+# Copyright: Contributors to the aks.workload_identity collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Reconciler for a namespace: created with the labels asked for, or deleted with everything in it.
+
+A delete is the demo clean-up's last Kubernetes step, so before it the reconciler lists what the namespace still
+holds (one LIST per kind, with a page limit: the API server reports how many items remain), and the plan shows
+it: check mode says exactly what would go. Deleting only starts the namespace's termination; the namespace
+controller then deletes its contents and the namespace disappears.
+
+Private to this collection: the names here may change without notice.
+"""
+
+from __future__ import annotations
+
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8sApiCaller, delete_options
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
+    CREATE,
+    DELETE,
+    NONE,
+    UPDATE,
+    Plan,
+    merge_owned,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
+    LABEL_VALUE_MAX,
+    LABEL_VALUE_PATTERN,
+    validate_qualified_name,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_namespace
+
+PRESENT = "present"
+ABSENT = "absent"
+# Namespaces every cluster needs; deleting one breaks the cluster, so the module refuses (kubernetes.io,
+# "Namespaces": "Kubernetes starts with four initial namespaces").
+SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+# What a person would want to know is about to go, by API client and resource (list_namespaced_<resource>).
+# Objects every namespace gets on its own are not counted: the 'default' ServiceAccount and the
+# 'kube-root-ca.crt' ConfigMap.
+CONTENT_KINDS: tuple[tuple[str, str, str], ...] = (
+    ("Deployment", "apps_v1", "deployment"),
+    ("StatefulSet", "apps_v1", "stateful_set"),
+    ("DaemonSet", "apps_v1", "daemon_set"),
+    ("CronJob", "batch_v1", "cron_job"),
+    ("Job", "batch_v1", "job"),
+    ("Pod", "core_v1", "pod"),
+    ("Service", "core_v1", "service"),
+    ("ServiceAccount", "core_v1", "service_account"),
+    ("ConfigMap", "core_v1", "config_map"),
+    ("Secret", "core_v1", "secret"),
+)
+AUTOMATIC_OBJECTS = {("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")}
+NAMES_LISTED = 20  # names shown per kind; the count is always complete
+WAIT_POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class DesiredNamespace:
+    name: str
+    state: str = PRESENT
+    labels: t.Mapping[str, str | None] = field(default_factory=dict)
+    wait: bool = False
+    wait_timeout: float = 300.0
+
+    @property
+    def target(self) -> str:
+        return f"'{self.name}'"
+
+
+def validate(desired: DesiredNamespace) -> list[str]:
+    errors = validate_namespace(desired.name, "name")
+    if desired.state == ABSENT and desired.name in SYSTEM_NAMESPACES:
+        errors.append(f"name: '{desired.name}' is a namespace every cluster needs; this module never deletes it")
+    if not isinstance(desired.labels, t.Mapping):
+        return [*errors, "labels: must be a dictionary"]
+    for key, value in desired.labels.items():
+        errors += validate_qualified_name(key, f"labels: key {key!r}")
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            errors.append(f"labels.{key}: must be a string (quote it), got {type(value).__name__}")
+        elif len(value) > LABEL_VALUE_MAX or not LABEL_VALUE_PATTERN.match(value):
+            errors.append(
+                f"labels.{key}: must be at most {LABEL_VALUE_MAX} letters, digits, '-', '_' or '.', "
+                "starting and ending alphanumeric"
+            )
+    if desired.wait_timeout <= 0:
+        errors.append(f"wait_timeout: must be more than 0 seconds, got {desired.wait_timeout}")
+    return errors
+
+
+def normalize_namespace(namespace: t.Any) -> dict[str, t.Any]:
+    metadata = namespace.metadata
+    status = namespace.status
+    return {
+        "name": metadata.name,
+        "uid": metadata.uid,
+        "labels": dict(metadata.labels or {}),
+        "phase": (status.phase if status is not None else None) or "Active",
+        "terminating": metadata.deletion_timestamp is not None,
+    }
+
+
+def plan(actual: dict[str, t.Any] | None, desired: DesiredNamespace, contents: dict[str, t.Any] | None) -> Plan:
+    if desired.state == ABSENT:
+        if actual is None:
+            return Plan(NONE, None, None, reason="the namespace does not exist")
+        if actual["terminating"]:
+            return Plan(NONE, _shown(actual, contents), None, reason="the namespace is already being deleted")
+        return Plan(DELETE, _shown(actual, contents), None, reason="delete the namespace and everything in it")
+    owned = dict(desired.labels)
+    if actual is None:
+        after = {"name": desired.name, "labels": {k: v for k, v in owned.items() if v is not None}}
+        return Plan(CREATE, None, after, reason="create the namespace")
+    if actual["terminating"]:
+        raise WorkloadIdentityError(
+            f"Failed to reconcile namespace {desired.target}: it is being deleted (phase {actual['phase']}); "
+            "wait until it is gone, then run again",
+            code="Conflict",
+            status=409,
+            target=desired.target,
+        )
+    before = {"name": actual["name"], "labels": actual["labels"]}
+    after = {"name": actual["name"], "labels": merge_owned(actual["labels"], owned)}
+    if after == before:
+        return Plan(NONE, before, after, reason="the namespace already has these labels")
+    return Plan(UPDATE, before, after, reason="set the namespace's labels")
+
+
+def _shown(actual: dict[str, t.Any], contents: dict[str, t.Any] | None) -> dict[str, t.Any]:
+    shown = {"name": actual["name"], "labels": actual["labels"], "phase": actual["phase"]}
+    if contents is not None:
+        shown["contents"] = contents
+    return shown
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    namespace: dict[str, t.Any] | None
+    contents: dict[str, t.Any] | None = None
+    deleted: bool = False  # gone for good (only known when waiting)
+
+    @property
+    def changed(self) -> bool:
+        return self.plan.changed
+
+
+class NamespaceReconciler(K8sApiCaller):
+    """Reads, plans and applies one namespace (dry run in check mode)."""
+
+    def __init__(self, clients: t.Mapping[str, t.Any], *, clock: t.Callable[[], float] = time.monotonic, **caller):
+        super().__init__(**caller)
+        self.clients = clients
+        self.clock = clock
+
+    @property
+    def core_v1(self) -> t.Any:
+        return self.clients["core_v1"]
+
+    def read(self, name: str) -> dict[str, t.Any] | None:
+        found = self._call(
+            lambda: self.core_v1.read_namespace(name), "read namespace", f"'{name}'", none_if_not_found=True
+        )
+        return normalize_namespace(found) if found is not None else None
+
+    def list_contents(self, name: str) -> dict[str, t.Any]:
+        """{kind: {count, names}} for the kinds that hold something, one LIST (limited to a page) per kind."""
+        contents: dict[str, t.Any] = {}
+        for kind, api, resource in CONTENT_KINDS:
+            method = getattr(self.clients[api], f"list_namespaced_{resource}")
+            listed = self._call(
+                lambda method=method: method(name, limit=NAMES_LISTED + len(AUTOMATIC_OBJECTS)),
+                f"list {kind}s in namespace",
+                f"'{name}'",
+            )
+            names = [item.metadata.name for item in listed.items if (kind, item.metadata.name) not in AUTOMATIC_OBJECTS]
+            # With a limit the API server says how many items the later pages hold (remainingItemCount).
+            remaining = getattr(listed.metadata, "remaining_item_count", None) or 0
+            count = len(names) + remaining
+            if count:
+                contents[kind] = {"count": count, "names": sorted(names)[:NAMES_LISTED]}
+        return contents
+
+    def reconcile(self, desired: DesiredNamespace) -> Outcome:
+        actual = self.read(desired.name)
+        contents = None
+        if desired.state == ABSENT and actual is not None and not actual["terminating"]:
+            contents = self.list_contents(desired.name)
+        decided = plan(actual, desired, contents)
+        outcome = Outcome(decided, actual, contents)
+        if decided.action == CREATE:
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": desired.name}}
+            body["metadata"]["labels"] = decided.after["labels"]
+            created = self._call(
+                lambda: self.core_v1.create_namespace(body, **self._dry_run()), "create namespace", desired.target
+            )
+            outcome.namespace = normalize_namespace(created)
+            if self.dry_run:
+                outcome.namespace["uid"] = None  # a dry run answers with a uid that will never exist
+        elif decided.action == UPDATE:
+            patch = {"metadata": {"labels": dict(desired.labels)}}  # a merge patch: None removes a label
+            patched = self._call(
+                lambda: self.core_v1.patch_namespace(desired.name, patch, **self._dry_run()),
+                "update namespace",
+                desired.target,
+            )
+            outcome.namespace = normalize_namespace(patched)
+        elif decided.action == DELETE:
+            self._delete(actual, desired)
+            outcome.namespace = None if self.dry_run else self.read(desired.name)
+        if desired.state == ABSENT and desired.wait and not self.dry_run and outcome.namespace is not None:
+            self._wait_gone(desired)
+            outcome.namespace = None
+        outcome.deleted = desired.state == ABSENT and outcome.namespace is None and not self.dry_run
+        return outcome
+
+    def _delete(self, actual: dict[str, t.Any], desired: DesiredNamespace) -> None:
+        # The uid precondition: never delete a namespace that was recreated since our read.
+        options = delete_options(self.dry_run, preconditions={"uid": actual["uid"]}, propagationPolicy="Background")
+        try:
+            self._call(
+                lambda: self.core_v1.delete_namespace(desired.name, body=options, **self._dry_run()),
+                "delete namespace",
+                desired.target,
+            )
+        except WorkloadIdentityError as error:
+            if error.status != 404:  # gone meanwhile: what we wanted
+                raise
+
+    def _wait_gone(self, desired: DesiredNamespace) -> None:
+        deadline = self.clock() + desired.wait_timeout
+        while True:
+            current = self.read(desired.name)
+            if current is None:
+                return
+            if self.clock() >= deadline:
+                raise WorkloadIdentityError(
+                    f"Namespace {desired.target} is still {current['phase']} after {desired.wait_timeout:g} s: the "
+                    "namespace controller has not finished deleting its contents (look for objects with "
+                    "finalizers, or an unavailable aggregated API); it goes on in the background",
+                    code="Timeout",
+                    target=desired.target,
+                )
+            self.sleep(WAIT_POLL_SECONDS)
