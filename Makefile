@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LAB_ENV := tests/lab/.run/lab.env
 
-.PHONY: venv lab-build lab-up lab-down lab-status site lint sanity unit pytest test clean
+.PHONY: venv lab-build lab-up lab-down lab-status site lint sanity unit pytest test bench clean
 
 $(VENV)/.installed: requirements.txt tests/requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -51,6 +51,10 @@ pytest: lab-build
 	$(PY) -m pytest -q $(ARGS)
 
 test: lint sanity pytest
+
+# API requests per workload of each flow, on a lab of its own (python -m tests.bench --help)
+bench: lab-build
+	$(PY) -m tests.bench $(ARGS)
 
 clean: lab-down
 	rm -rf .build tests/output

@@ -728,11 +728,12 @@ class AzureModule:
             )
         return f"https://{vault}{self.cloud.keyvault_dns_suffix}/"
 
-    def keyvault_secret_client(self, vault_url: str) -> t.Any:
-        """A Key Vault data-plane SecretClient for ``vault_url`` (or a vault name) with our transport settings."""
+    def keyvault_secret_client(self, vault_url: str, credential: t.Any = None) -> t.Any:
+        """A Key Vault data-plane SecretClient for ``vault_url`` (or a vault name) with our transport settings,
+        authenticating as the module (or with ``credential``, for example a workload's; such a client is not kept)."""
         self.require("azure-keyvault-secrets")
         vault_url = self.keyvault_url(vault_url)
-        key = f"secrets:{vault_url}"
+        key = f"secrets:{vault_url}" if credential is None else f"secrets:{vault_url}:{id(credential)}"
         if key not in self._clients:
             # The SDK checks that the 401 challenge's resource shares the vault URL's domain (§7). A vault outside
             # the cloud's Key Vault DNS suffix (an emulator on 127.0.0.1) can only pass when the cloud itself
@@ -742,7 +743,7 @@ class AzureModule:
             verify_challenge = not (self.cloud.metadata_url and not (suffix and host.endswith(suffix)))
             self._clients[key] = SecretClient(
                 vault_url,
-                self.credential,
+                self.credential if credential is None else credential,
                 verify_challenge_resource=verify_challenge,
                 user_agent=USER_AGENT,
                 **RETRY_POLICY_KWARGS,

@@ -157,7 +157,7 @@ class PodProver(K8sApiCaller):
     def schedulable_nodes(self) -> int | None:
         """Ready nodes that accept pods; None when the caller may not list nodes (then the pod is tried)."""
         try:
-            nodes = self._call(lambda: self.core_v1.list_node(), "list nodes", "the cluster")
+            nodes = self._call(self.core_v1.list_node, "list nodes", "the cluster")
         except WorkloadIdentityError as error:
             if error.status == 403:
                 return None

@@ -172,8 +172,8 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.pod_proof im
 ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "namespace": {"type": "str", "required": True},
     "service_account": {"type": "str", "required": True},
-    "keyvault_url": {"type": "str", "required": True},
-    "secret_name": {"type": "str", "required": True},
+    "keyvault_url": {"type": "str", "required": True, "no_log": False},  # an address, not a secret
+    "secret_name": {"type": "str", "required": True, "no_log": False},  # the secret's name, not its value
     "image": {"type": "str", "default": DEFAULT_IMAGE},
     "timeout": {"type": "int", "default": 180},
     "keep_pod": {"type": "bool", "default": False},

@@ -1,13 +1,18 @@
 """Bring the whole lab up or down: the Azure emulator and a real kube-apiserver, wired together.
 
-    python -m tests.lab up        # build what is missing, start both, write .run/lab.env and .run/lab.json
-    python -m tests.lab down      # stop both
+    python -m tests.lab build     # build the kube-apiserver and webhook binaries (no-op when up to date)
+    python -m tests.lab up        # build what is missing, start everything, write .run/lab.env and .run/lab.json
+    python -m tests.lab down      # stop everything
     python -m tests.lab status    # say what runs where
     python -m tests.lab env       # print the env file (source it: set -a; . tests/lab/.run/lab.env; set +a)
 
 The wiring: the emulated AKS cluster's OIDC issuer URL is https://127.0.0.1:<emulator>/oidc/<tenant>/<uuid>/,
 which is also the kube-apiserver's --service-account-issuer; the emulator publishes the apiserver's JWKS there,
 so a token the real apiserver signs can be exchanged at the emulated Entra ID, as on AKS.
+
+The real Azure Workload Identity webhook runs against the apiserver too, injecting the AZURE_* env and the token
+volume into labelled pods as on AKS, unless another lab on the machine holds its fixed port 9443: then lab.json
+says ``"webhook": {"enabled": false, "port_busy": true, "reason": ...}`` (see webhook/__init__.py).
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import pki
+from . import pki, webhook
 from .azure.seed import make_seed
 from .azure.state import DEFAULT_SUBSCRIPTION, DEFAULT_TENANT
 from .kube import controlplane
@@ -52,6 +57,8 @@ class Lab:
     seed: dict[str, Any]
     env: dict[str, str]
     emulator_pid: int
+    # The Azure Workload Identity webhook: webhook.Webhook.record() ({"enabled": bool, "port_busy": bool, ...}).
+    webhook: dict[str, Any] = field(default_factory=lambda: {"enabled": False, "reason": "not started"})
 
     # -------------------------------------------------------------- the emulator's control API, for tests
     def _call(self, method: str, path: str, body: Any = None) -> Any:
@@ -123,6 +130,8 @@ def _alive(pid: int) -> bool:
 
 
 def _healthy(lab: Lab) -> bool:
+    if lab.webhook.get("enabled") and not webhook.running(lab.workdir / "webhook"):
+        return False  # pods labelled for workload identity would all be refused (failurePolicy Fail)
     try:
         return _alive(lab.emulator_pid) and lab._call("GET", "/_lab/health")["status"] == "ok"
     except OSError:
@@ -208,7 +217,7 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
         down(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    controlplane.find_binaries()  # builds kube-apiserver on first use (minutes), before anything starts
+    build()  # builds kube-apiserver and the webhook on first use (minutes), before anything starts
     ca = pki.create_ca(workdir / "pki")
     emulator_port, kube_port = _free_port(), _free_port()
     base = f"https://127.0.0.1:{emulator_port}"
@@ -232,6 +241,13 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
     except Exception:
         _stop_pid(workdir / "emulator.pid")
         raise
+    try:
+        # AZURE_AUTHORITY_HOST in pods: the emulator's Entra login endpoint (its cloud metadata's loginEndpoint).
+        hook = webhook.start(workdir / "webhook", ca, plane.admin_kubeconfig, DEFAULT_TENANT, base + "/")
+    except Exception:
+        controlplane.stop(workdir / "kube")
+        _stop_pid(workdir / "emulator.pid")
+        raise
     env = _env(base, seed, _ca_bundle(workdir, ca.cert), plane, DEFAULT_TENANT, DEFAULT_SUBSCRIPTION)
     lab = Lab(
         workdir,
@@ -244,6 +260,7 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
         seed,
         env,
         emulator_pid,
+        hook.record(),
     )
     record = {k: str(v) if isinstance(v, Path) else v for k, v in lab.__dict__.items()}
     (workdir / "lab.json").write_text(json.dumps(record, indent=2))
@@ -253,6 +270,7 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
     env_file.chmod(0o600)
     if not quiet:
         print(f"lab up in {time.monotonic() - started:.1f}s: Azure emulator {base}, kube-apiserver {plane.url}")
+        print(f"webhook: {_describe_webhook(lab.webhook)}")
         print(f"settings: {env_file}  (set -a; . {env_file}; set +a)")
     return lab
 
@@ -273,8 +291,21 @@ def _stop_pid(pid_file: Path, timeout: float = 15) -> None:
     pid_file.unlink(missing_ok=True)
 
 
+def _describe_webhook(record: dict[str, Any]) -> str:
+    if record.get("enabled"):
+        return f"Azure Workload Identity webhook {record['url']} (pid {record['pid']}, log {record['log']})"
+    return f"not running: {record.get('reason')}"
+
+
+def build() -> None:
+    """Build both binaries (each a no-op when up to date): kube-testenv, then the webhook."""
+    controlplane.find_binaries()
+    webhook.build()
+
+
 def down(workdir: Path = DEFAULT_WORKDIR) -> None:
     workdir = workdir.resolve()
+    webhook.stop(workdir / "webhook")  # first: it watches the apiserver and would log its going away
     controlplane.stop(workdir / "kube")
     _stop_pid(workdir / "emulator.pid")
     (workdir / "lab.json").unlink(missing_ok=True)
@@ -288,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
     if args.command == "build":
-        controlplane.find_binaries()
+        build()
     elif args.command == "up":
         up(args.workdir)
     elif args.command == "down":
@@ -304,4 +335,6 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"lab: {'running' if _healthy(lab) else 'NOT healthy'}; Azure emulator {lab.emulator_url}; kube-apiserver {lab.kube_url}"
         )
+        state = "" if not lab.webhook.get("enabled") or webhook.running(lab.workdir / "webhook") else " (NOT running)"
+        print(f"webhook: {_describe_webhook(lab.webhook)}{state}")
     return 0

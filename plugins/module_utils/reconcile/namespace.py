@@ -28,11 +28,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
     Plan,
     merge_owned,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
-    LABEL_VALUE_MAX,
-    LABEL_VALUE_PATTERN,
-    validate_qualified_name,
-)
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import validate_labels
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_namespace
 
 PRESENT = "present"
@@ -77,19 +73,7 @@ def validate(desired: DesiredNamespace) -> list[str]:
     errors = validate_namespace(desired.name, "name")
     if desired.state == ABSENT and desired.name in SYSTEM_NAMESPACES:
         errors.append(f"name: '{desired.name}' is a namespace every cluster needs; this module never deletes it")
-    if not isinstance(desired.labels, t.Mapping):
-        return [*errors, "labels: must be a dictionary"]
-    for key, value in desired.labels.items():
-        errors += validate_qualified_name(key, f"labels: key {key!r}")
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            errors.append(f"labels.{key}: must be a string (quote it), got {type(value).__name__}")
-        elif len(value) > LABEL_VALUE_MAX or not LABEL_VALUE_PATTERN.match(value):
-            errors.append(
-                f"labels.{key}: must be at most {LABEL_VALUE_MAX} letters, digits, '-', '_' or '.', "
-                "starting and ending alphanumeric"
-            )
+    errors += validate_labels(desired.labels)
     if desired.wait_timeout <= 0:
         errors.append(f"wait_timeout: must be more than 0 seconds, got {desired.wait_timeout}")
     return errors

@@ -111,6 +111,11 @@ def validate(desired: DesiredServiceAccount) -> list[str]:
     return errors
 
 
+def validate_labels(labels: t.Any, field_name: str = "labels") -> list[str]:
+    """Labels to set (str) or remove (None) on any object: the API server's rules for keys and values."""
+    return _validate_metadata(field_name, labels, label_values=True)
+
+
 def _validate_metadata(field_name: str, values: t.Any, *, label_values: bool) -> list[str]:
     if not isinstance(values, t.Mapping):
         return [f"{field_name}: must be a dictionary"]

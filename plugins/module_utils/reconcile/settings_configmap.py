@@ -34,11 +34,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
 )
 
 # The API server rules for label keys and values are the ServiceAccount reconciler's: one rule, written once.
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
-    LABEL_VALUE_MAX,
-    LABEL_VALUE_PATTERN,
-    validate_qualified_name,
-)
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import validate_labels
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ENV_CLIENT_ID,
     ENV_TENANT_ID,
@@ -89,7 +85,7 @@ def validate(desired: DesiredConfigMap) -> list[str]:
         if value:  # None leaves the key alone, "" removes it
             errors += validate_uuid(value, option)
     errors += _validate_data(desired.data)
-    errors += _validate_labels(desired.labels)
+    errors += validate_labels(desired.labels)
     return errors
 
 
@@ -113,24 +109,6 @@ def _validate_data(data: t.Any) -> list[str]:
     size = sum(len(str(k)) + len(v) for k, v in data.items() if isinstance(v, str))
     if size > CONFIGMAP_SIZE_MAX:
         errors.append(f"data: keys and values must total at most {CONFIGMAP_SIZE_MAX} bytes, got {size}")
-    return errors
-
-
-def _validate_labels(labels: t.Any) -> list[str]:
-    if not isinstance(labels, t.Mapping):
-        return ["labels: must be a dictionary"]
-    errors: list[str] = []
-    for key, value in labels.items():
-        errors += validate_qualified_name(key, f"labels: key {key!r}")
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            errors.append(f"labels.{key}: must be a string (quote it), got {type(value).__name__}")
-        elif len(value) > LABEL_VALUE_MAX or not LABEL_VALUE_PATTERN.match(value):
-            errors.append(
-                f"labels.{key}: must be at most {LABEL_VALUE_MAX} letters, digits, '-', '_' or '.', "
-                "starting and ending alphanumeric (or empty)"
-            )
     return errors
 
 

@@ -251,10 +251,13 @@ def _apiserver_args(port: int, pki: Path, ca: KeyPair, issuer_url: str, jwks_uri
 
 AUDIT_LOG = "audit.log"
 _WRITE_VERBS = ["create", "update", "patch", "delete", "deletecollection"]
+# Reads are logged too, so the benchmark (tests/bench.py) can count every request a flow makes; watches are not
+# (one long request each, and the webhook keeps one open).
+_READ_VERBS = ["get", "list"]
 
 
 def _write_audit_policy(path: Path) -> Path:
-    """Metadata-level events for writes by people and tools; the apiserver's own bookkeeping is left out."""
+    """Metadata-level events for requests by people and tools; the apiserver's own bookkeeping is left out."""
     policy = {
         "apiVersion": "audit.k8s.io/v1",
         "kind": "Policy",
@@ -262,7 +265,7 @@ def _write_audit_policy(path: Path) -> Path:
         "rules": [
             {"level": "None", "users": ["system:apiserver"]},
             {"level": "None", "userGroups": ["system:nodes"]},
-            {"level": "Metadata", "verbs": _WRITE_VERBS},
+            {"level": "Metadata", "verbs": _WRITE_VERBS + _READ_VERBS},
             {"level": "None"},
         ],
     }
@@ -272,6 +275,11 @@ def _write_audit_policy(path: Path) -> Path:
 
 def audit_writes(workdir: Path, since: int = 0) -> list[dict]:
     """Write events recorded after line ``since`` of the audit log: [{verb, uri, user, code, dry_run}, ...]."""
+    return [event for event in audit_requests(workdir, since) if event["verb"] in _WRITE_VERBS]
+
+
+def audit_requests(workdir: Path, since: int = 0) -> list[dict]:
+    """Every logged request (reads and writes) after line ``since`` of the audit log."""
     log = workdir / AUDIT_LOG
     if not log.exists():
         return []

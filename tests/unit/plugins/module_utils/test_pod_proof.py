@@ -50,9 +50,8 @@ class FakeCore:
         if self.nodes_forbidden:
             raise api_error(403, "Forbidden", 'nodes is forbidden: User "x" cannot list resource "nodes"', "nodes")
         ready = k8s.V1NodeCondition(type="Ready", status="True")
-        items = [
-            k8s.V1Node(status=k8s.V1NodeStatus(conditions=[ready]), spec=k8s.V1NodeSpec()) for _ in range(self.nodes)
-        ]
+        node = k8s.V1Node(status=k8s.V1NodeStatus(conditions=[ready]), spec=k8s.V1NodeSpec())
+        items = [node] * self.nodes
         return k8s.V1NodeList(items=items)
 
     def read_namespaced_service_account(self, name: str, namespace: str) -> k8s.V1ServiceAccount:

@@ -1,0 +1,368 @@
+# Copyright: Contributors to the aks.workload_identity collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The reads behind aks.workload_identity.wid_info: clusters, identities, federated credentials and role
+assignments from Azure, ServiceAccounts, workloads, pods and aad-pod-identity objects from Kubernetes, each in
+as few list requests as the APIs allow, counted per operation. trust_map joins what this returns.
+
+Private to this collection: the names here may change without notice.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import json
+import threading
+import typing as t
+
+from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import (
+    AzureModule,
+    azure_call,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
+    K8S_EXCEPTIONS,
+    K8sApiCaller,
+    K8sModule,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.cluster import normalize_cluster
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.federated_credential import (
+    normalize_credential,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.identity_lookup import (
+    normalize_identity,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.role_assignment import (
+    normalize_role_assignment,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    MAX_FEDERATED_CREDENTIALS_PER_IDENTITY,
+    role_definition_guid,
+    validate_cluster_name,
+    validate_issuer,
+    validate_namespace,
+)
+
+# Federated credentials can only be listed per identity. Four at a time keeps a large subscription quick while
+# staying near the managed identity provider's list budget of 5 requests per second per subscription
+# (azure-facts §4); azure-core retries a 429 after its Retry-After. Azure SDK clients are thread-safe
+# (https://learn.microsoft.com/dotnet/azure/sdk/thread-safety; the Python SDK follows the same guidelines).
+CREDENTIAL_LIST_WORKERS = 4
+# aad-pod-identity's CRDs (https://azure.github.io/aad-pod-identity/docs/concepts/azureidentity/).
+POD_IDENTITY_GROUP = "aadpodidentity.k8s.io"
+POD_IDENTITY_VERSION = "v1"
+WORKLOAD_LISTS = (  # (result key, kind, client property, method suffix)
+    ("deployments", "Deployment", "apps_v1", "deployment"),
+    ("statefulsets", "StatefulSet", "apps_v1", "stateful_set"),
+    ("daemonsets", "DaemonSet", "apps_v1", "daemon_set"),
+    ("jobs", "Job", "batch_v1", "job"),
+    ("cronjobs", "CronJob", "batch_v1", "cron_job"),
+)
+
+
+class ApiCalls:
+    """Requests per API operation; safe to count from the credential-listing threads."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def add(self, name: str, count: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += count
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted(self._counts.items()))
+
+
+def _pages(calls: ApiCalls, name: str, pager: t.Any) -> list[t.Any]:
+    """All items of an azure-core ItemPaged, counting one request per page."""
+    items: list[t.Any] = []
+    for page in pager.by_page():
+        calls.add(name)
+        items.extend(page)
+    return items
+
+
+def validate(params: t.Mapping[str, t.Any]) -> list[str]:
+    errors = []
+    for index, cluster in enumerate(params["clusters"]):
+        errors += validate_cluster_name(cluster["name"], f"clusters[{index}].name")
+    for index, url in enumerate(params["issuer_urls"]):
+        errors += validate_issuer(url, f"issuer_urls[{index}]")
+    for index, namespace in enumerate(params["namespaces"]):
+        errors += validate_namespace(namespace, f"namespaces[{index}]")
+    threshold = params["credential_warning_threshold"]
+    if not 1 <= threshold <= MAX_FEDERATED_CREDENTIALS_PER_IDENTITY:
+        errors.append(
+            f"credential_warning_threshold: must be 1-{MAX_FEDERATED_CREDENTIALS_PER_IDENTITY}, got {threshold}"
+        )
+    return errors
+
+
+# --- Azure --------------------------------------------------------------------------------------------------------
+class AzureReader:
+    def __init__(self, azure: AzureModule, calls: ApiCalls) -> None:
+        self.azure = azure
+        self.calls = calls
+
+    def cluster(self, resource_group: str, name: str) -> dict[str, t.Any]:
+        target = f"AKS cluster '{name}' in resource group '{resource_group}'"
+        self.calls.add("containerservice.managed_clusters.get")
+        model = azure_call(
+            lambda: self.azure.containerservice.managed_clusters.get(resource_group, name),
+            action="read",
+            target=target,
+            none_if_not_found=True,
+        )
+        if model is None:
+            raise WorkloadIdentityError(f"Failed to read {target}: it does not exist", code="NotFound", target=target)
+        cluster = normalize_cluster(model, resource_group)
+        keys = ("resource_group", "name", "issuer_url", "oidc_issuer_enabled", "workload_identity_enabled")
+        return {key: cluster[key] for key in keys}
+
+    def identities(self, resource_groups: list[str]) -> list[dict[str, t.Any]]:
+        operations = self.azure.msi.user_assigned_identities
+        if not resource_groups:
+            found = azure_call(
+                lambda: _pages(
+                    self.calls, "msi.user_assigned_identities.list_by_subscription", operations.list_by_subscription()
+                ),
+                action="list managed identities",
+                target=f"in subscription '{self.azure.subscription_id}'",
+            )
+        else:
+            found = []
+            for group in resource_groups:
+                found += azure_call(
+                    lambda group=group: _pages(
+                        self.calls,
+                        "msi.user_assigned_identities.list_by_resource_group",
+                        operations.list_by_resource_group(group),
+                    ),
+                    action="list managed identities",
+                    target=f"in resource group '{group}'",
+                )
+        identities = []
+        for item in found:
+            identity = normalize_identity(item)
+            identity["resource_group"] = _resource_group_of(identity.get("id"))
+            identities.append(identity)
+        return identities
+
+    def credentials(self, identity: dict[str, t.Any]) -> list[dict[str, t.Any]] | None:
+        """The identity's credentials (every page), or None when it disappeared since the identity list."""
+        group, name = identity["resource_group"], identity["name"]
+        operations = self.azure.msi.federated_identity_credentials
+        found = azure_call(
+            lambda: _pages(self.calls, "msi.federated_identity_credentials.list", operations.list(group, name)),
+            action="list the federated credentials of managed identity",
+            target=f"'{name}' in resource group '{group}'",
+            none_if_not_found=True,
+        )
+        return None if found is None else [normalize_credential(c) for c in found]
+
+    def all_credentials(self, identities: list[dict[str, t.Any]]) -> None:
+        # No subscription-wide list of federated credentials exists: one list per identity, a few at a time.
+        if not identities:
+            return
+        workers = min(CREDENTIAL_LIST_WORKERS, len(identities))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            for identity, credentials in zip(identities, pool.map(self.credentials, identities), strict=True):
+                identity["credentials"] = credentials
+
+    def role_assignments(self, principal_ids: set[str]) -> list[dict[str, t.Any]]:
+        """The assignments of these principals: one list of the subscription's (at, above and below it)."""
+        authorization = self.azure.authorization
+        found = azure_call(
+            lambda: _pages(
+                self.calls,
+                "authorization.role_assignments.list_for_subscription",
+                authorization.role_assignments.list_for_subscription(),
+            ),
+            action="list role assignments",
+            target=f"in subscription '{self.azure.subscription_id}'",
+        )
+        assignments = [normalize_role_assignment(a) for a in found]
+        mine = [a for a in assignments if str(a.get("principal_id") or "").lower() in principal_ids]
+        if any(not a.get("role_name") for a in mine):
+            names = self.role_names()
+            for assignment in mine:
+                guid = role_definition_guid(assignment.get("role_definition_id") or "")
+                assignment["role_name"] = assignment.get("role_name") or names.get(guid or "")
+        return mine
+
+    def role_names(self) -> dict[str, str]:
+        scope = f"/subscriptions/{self.azure.subscription_id}"
+        definitions = azure_call(
+            lambda: _pages(
+                self.calls,
+                "authorization.role_definitions.list",
+                self.azure.authorization.role_definitions.list(scope),
+            ),
+            action="list role definitions",
+            target=f"at scope '{scope}'",
+        )
+        names = {}
+        for definition in definitions:
+            data = definition.as_dict() if hasattr(definition, "as_dict") else dict(definition)
+            guid = role_definition_guid(data.get("id") or "") or role_definition_guid(data.get("name") or "")
+            if guid and data.get("role_name"):
+                names[guid] = data["role_name"]
+        return names
+
+
+def _resource_group_of(resource_id: str | None) -> str | None:
+    parts = (resource_id or "").split("/")
+    lowered = [p.lower() for p in parts]
+    return parts[lowered.index("resourcegroups") + 1] if "resourcegroups" in lowered[:-1] else None
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------------------------
+class KubeReader(K8sApiCaller):
+    """Lists, each once across all namespaces; answers are read as the API server's JSON (camelCase)."""
+
+    def __init__(self, kube: K8sModule, calls: ApiCalls, namespaces: list[str]) -> None:
+        super().__init__(dry_run=False)
+        self.kube = kube
+        self.calls = calls
+        self.namespaces = namespaces
+
+    def _json(self, name: str, call: t.Callable[[], t.Any], action: str, target: str, **kwargs: t.Any) -> t.Any:
+        self.calls.add(name)
+        response = self._call(lambda: call(_preload_content=False), action, target, **kwargs)
+        return None if response is None else json.loads(response.data)
+
+    def _items(
+        self,
+        name: str,
+        everywhere: t.Callable[..., t.Any],
+        per_namespace: t.Callable[..., t.Any],
+        what: str,
+        *,
+        none_if_not_found: bool = False,
+    ) -> list[dict[str, t.Any]] | None:
+        try:
+            found = self._json(
+                name, everywhere, f"list {what}", "in all namespaces", none_if_not_found=none_if_not_found
+            )
+        except WorkloadIdentityError as exc:
+            if exc.status != 403 or not self.namespaces:
+                raise
+            # Allowed only in some namespaces: list each of those asked for.
+            items: list[dict[str, t.Any]] = []
+            for namespace in self.namespaces:
+                found = self._json(
+                    name,
+                    lambda _preload_content, namespace=namespace: per_namespace(
+                        namespace, _preload_content=_preload_content
+                    ),
+                    f"list {what}",
+                    f"in namespace '{namespace}'",
+                    none_if_not_found=none_if_not_found,
+                )
+                items += (found or {}).get("items") or []
+            return items
+        if found is None:
+            return None
+        items = found.get("items") or []
+        if self.namespaces:
+            items = [i for i in items if (i.get("metadata") or {}).get("namespace") in self.namespaces]
+        return items
+
+    def cluster_issuer(self) -> str | None:
+        """The issuer in the API server's discovery document, or None when it cannot be read (403, 404).
+
+        ServiceAccount issuer discovery (kubernetes.io/docs/tasks/configure-pod-container/configure-service-account,
+        "Service account issuer discovery"): its "issuer" is the iss of the tokens the cluster signs, which on AKS
+        is the cluster's OIDC issuer URL once the issuer is enabled.
+        """
+        self.calls.add("kubernetes.openid_configuration.get")
+        try:
+            well_known = self.kube._api("WellKnownApi")
+            response = well_known.get_service_account_issuer_open_id_configuration(_preload_content=False)
+            document = json.loads(response.data)
+        except (*K8S_EXCEPTIONS, ValueError):
+            return None
+        issuer = document.get("issuer") if isinstance(document, dict) else None
+        return issuer if isinstance(issuer, str) and issuer else None
+
+    def service_accounts(self) -> list[dict[str, t.Any]]:
+        core = self.kube.core_v1
+        return (
+            self._items(
+                "kubernetes.serviceaccounts.list",
+                core.list_service_account_for_all_namespaces,
+                core.list_namespaced_service_account,
+                "ServiceAccounts",
+            )
+            or []
+        )
+
+    def pods(self) -> list[dict[str, t.Any]]:
+        core = self.kube.core_v1
+        return (
+            self._items("kubernetes.pods.list", core.list_pod_for_all_namespaces, core.list_namespaced_pod, "pods")
+            or []
+        )
+
+    def workloads(self) -> list[dict[str, t.Any]]:
+        workloads = []
+        for key, kind, client, suffix in WORKLOAD_LISTS:
+            api = getattr(self.kube, client)
+            found = self._items(
+                f"kubernetes.{key}.list",
+                getattr(api, f"list_{suffix}_for_all_namespaces"),
+                getattr(api, f"list_namespaced_{suffix}"),
+                f"{kind}s",
+            )
+            workloads += [{"kind": kind, "document": document} for document in found or []]
+        return workloads
+
+    def pod_identity(self) -> dict[str, list[dict[str, t.Any]]]:
+        custom = self.kube._api("CustomObjectsApi")
+        found = {}
+        for key, plural in (("identities", "azureidentities"), ("bindings", "azureidentitybindings")):
+            items = self._items(
+                f"kubernetes.{plural}.list",
+                lambda _preload_content, plural=plural: custom.list_cluster_custom_object(
+                    POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, plural, _preload_content=_preload_content
+                ),
+                lambda namespace, _preload_content, plural=plural: custom.list_namespaced_custom_object(
+                    POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, namespace, plural, _preload_content=_preload_content
+                ),
+                f"{plural}.{POD_IDENTITY_GROUP}",
+                none_if_not_found=True,  # 404: the CRD is not installed, so there is none
+            )
+            found[key] = items or []
+        return found
+
+
+# --- The module ---------------------------------------------------------------------------------------------------
+def inventory(azure: AzureModule, kube: K8sModule, params: t.Mapping[str, t.Any], calls: ApiCalls) -> dict[str, t.Any]:
+    azure_reader, kube_reader = AzureReader(azure, calls), KubeReader(kube, calls, params["namespaces"])
+    clusters = [azure_reader.cluster(c["resource_group"], c["name"]) for c in params["clusters"]]
+    identities = azure_reader.identities(params["identity_resource_groups"])
+    azure_reader.all_credentials(identities)
+    assignments = None
+    if params["include_role_assignments"] and identities:
+        principals = {str(i.get("principal_id") or "").lower() for i in identities if i.get("principal_id")}
+        assignments = azure_reader.role_assignments(principals)
+    groups = params["identity_resource_groups"]
+    return {
+        "clusters": clusters,
+        "issuer_urls": params["issuer_urls"],
+        "cluster_issuer": kube_reader.cluster_issuer(),
+        "identities": identities,
+        "identity_scope": f"resource group(s) {', '.join(groups)}"
+        if groups
+        else f"subscription {azure.subscription_id}",
+        "role_assignments": assignments,
+        "namespaces": params["namespaces"] or None,
+        "service_accounts": kube_reader.service_accounts(),
+        "workloads": kube_reader.workloads(),
+        "pods": kube_reader.pods(),
+        "pod_identity": kube_reader.pod_identity() if params["pod_identity"] else None,
+    }

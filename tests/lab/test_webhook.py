@@ -1,0 +1,144 @@
+"""The lab runs the real Azure Workload Identity webhook (v1.6.0): a labelled pod's server-side dry run comes back
+with what AKS's webhook injects, an unlabelled one comes back untouched, and a dry run writes nothing.
+
+What v1.6.0 injects: kube-testenv.md §5 (pkg/webhook/webhook.go, pkg/webhook/consts.go).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+import requests
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+pytestmark = pytest.mark.lab
+
+USE_LABEL = "azure.workload.identity/use"
+CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
+TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
+TOKEN_FILE = "/var/run/secrets/azure/wi/token/azure-identity-token"  # v1.6.0; v1.5.x used .../azure/tokens/
+AUDIENCE = "api://AzureADTokenExchange"
+
+
+@pytest.fixture(scope="module")
+def core(lab):
+    hook = lab.webhook
+    if hook.get("port_busy"):
+        pytest.skip(f"the lab runs without the webhook: {hook.get('reason')}")
+    assert hook.get("enabled"), f"the lab's webhook is not running: {hook.get('reason')}"
+    with k8s_config.new_client_from_config(config_file=str(lab.admin_kubeconfig)) as api:
+        yield k8s.CoreV1Api(api)
+
+
+@pytest.fixture
+def namespace(core):
+    name = f"wh-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    return name  # left behind: no namespace controller finalizes deletions in the lab (kube-testenv.md §3.2)
+
+
+def _service_account(core, namespace: str, annotations: dict[str, str]) -> str:
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "workload", "annotations": annotations}})
+    return "workload"
+
+
+def _dry_run_pod(core, namespace: str, service_account: str, labels: dict[str, str]) -> k8s.V1Pod:
+    pod = {
+        "metadata": {"name": "probe", "labels": labels},
+        "spec": {
+            "serviceAccountName": service_account,
+            "initContainers": [{"name": "init", "image": "busybox"}],
+            "containers": [{"name": "app", "image": "busybox"}],
+        },
+    }
+    return core.create_namespaced_pod(namespace, pod, dry_run="All")
+
+
+def _env(container: k8s.V1Container) -> dict[str, str]:
+    return {item.name: item.value for item in container.env or []}
+
+
+def _token_volumes(pod: k8s.V1Pod) -> list[tuple[k8s.V1Volume, k8s.V1ServiceAccountTokenProjection]]:
+    found = []
+    for volume in pod.spec.volumes or []:
+        for source in volume.projected.sources if volume.projected else []:
+            if source.service_account_token is not None:
+                found.append((volume, source.service_account_token))
+    return found
+
+
+def test_labelled_pod_gets_workload_identity_injected(lab, core, namespace):
+    client_id = str(uuid.uuid4())
+    account = _service_account(core, namespace, {CLIENT_ID_ANNOTATION: client_id})
+    mark = lab.kube_mark()
+
+    pod = _dry_run_pod(core, namespace, account, {USE_LABEL: "true"})
+
+    login_endpoint = requests.get(lab.env["AZURE_CLOUD_ENVIRONMENT"], verify=lab.env["AZURE_CA_BUNDLE"], timeout=30)
+    expected = {
+        "AZURE_CLIENT_ID": client_id,
+        "AZURE_TENANT_ID": lab.env["AZURE_TENANT"],  # the webhook's own: the SA names no tenant
+        "AZURE_FEDERATED_TOKEN_FILE": TOKEN_FILE,
+        # The lab's Entra login endpoint, as AKS injects its cloud's (https://login.microsoftonline.com/).
+        "AZURE_AUTHORITY_HOST": login_endpoint.json()["authentication"]["loginEndpoint"],
+    }
+    for container in [*pod.spec.init_containers, *pod.spec.containers]:
+        env = _env(container)
+        assert {name: env.get(name) for name in expected} == expected, container.name
+        mounts = [m for m in container.volume_mounts or [] if m.mount_path == "/var/run/secrets/azure/wi"]
+        assert len(mounts) == 1 and mounts[0].read_only, container.name
+
+    [(volume, token)] = _token_volumes(pod)
+    assert volume.name == mounts[0].name
+    assert (token.audience, token.path, token.expiration_seconds) == (AUDIENCE, "token/azure-identity-token", 3600)
+
+    # A dry run is admitted (webhooks included) but never stored: the audit log shows it only as a dry run.
+    assert lab.kube_writes(mark) == []
+    [event] = lab.kube_writes(mark, include_dry_run=True)
+    assert (event["verb"], event["code"], event["dry_run"]) == ("create", 201, True)
+    with pytest.raises(k8s.ApiException) as missing:
+        core.read_namespaced_pod("probe", namespace)
+    assert missing.value.status == 404
+
+
+def test_service_account_tenant_overrides_the_webhook_tenant(core, namespace):
+    tenant = str(uuid.uuid4())
+    account = _service_account(core, namespace, {CLIENT_ID_ANNOTATION: str(uuid.uuid4()), TENANT_ID_ANNOTATION: tenant})
+
+    pod = _dry_run_pod(core, namespace, account, {USE_LABEL: "true"})
+
+    assert _env(pod.spec.containers[0])["AZURE_TENANT_ID"] == tenant
+
+
+def test_unlabelled_pod_is_left_alone(lab, core, namespace):
+    account = _service_account(core, namespace, {CLIENT_ID_ANNOTATION: str(uuid.uuid4())})
+    mark = lab.kube_mark()
+
+    for labels in ({}, {USE_LABEL: "false"}):
+        pod = _dry_run_pod(core, namespace, account, labels)
+
+        for container in [*pod.spec.init_containers, *pod.spec.containers]:
+            assert not [name for name in _env(container) if name.startswith("AZURE_")], container.name
+            assert not container.volume_mounts, container.name
+        assert _token_volumes(pod) == []
+    assert lab.kube_writes(mark) == []
+
+
+def test_port_probe_tells_who_listens():
+    """The port-ownership checks the lab uses to share 9443 between labs, on a port of our own."""
+    from tests.lab import webhook
+
+    with socket.socket(socket.AF_INET6) as listener:  # like Go's ':PORT': every interface, IPv4 included
+        listener.bind(("::", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not webhook._port_free(port)
+        assert webhook._owner(port) == os.getpid()
+        assert webhook._listens(os.getpid(), port)
+        assert webhook._lab_of(os.getpid()) is None  # not a lab webhook: never stopped as an orphan
+    assert webhook._port_free(port)
+    assert webhook._owner(port) is None
