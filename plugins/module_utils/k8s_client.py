@@ -285,6 +285,26 @@ class K8sApiCaller:
     def _dry_run(self) -> dict[str, str]:
         return {"dry_run": "All"} if self.dry_run else {}
 
+    def _patch_or_raced(self, patch: t.Callable[..., t.Any], action: str, target: str) -> t.Any:
+        """A PATCH of an object read just before; gone since (404) means another writer raced us."""
+        try:
+            return self._call(lambda: patch(**self._dry_run()), action, target)
+        except WorkloadIdentityError as error:
+            if error.status == 404:
+                raise Raced() from error
+            raise
+
+    def _delete_or_raced(self, delete: t.Callable[..., t.Any], uid: str | None, action: str, target: str) -> None:
+        """A DELETE that never removes an object recreated since our read (uid precondition); gone already (404)
+        or recreated (409) means another writer raced us."""
+        options = delete_options(self.dry_run, **({"preconditions": {"uid": uid}} if uid else {}))
+        try:
+            self._call(lambda: delete(body=options, **self._dry_run()), action, target)
+        except WorkloadIdentityError as error:
+            if error.status in (404, 409):
+                raise Raced() from error
+            raise
+
     def _create_namespace(self, core_v1: t.Any, namespace: str) -> None:
         """Create a namespace (dry run in check mode); one created meanwhile by someone else is fine."""
         try:

@@ -22,7 +22,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.errors impor
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
     K8sApiCaller,
     Raced,
-    delete_options,
     status_details_kind,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
@@ -389,35 +388,23 @@ class ServiceAccountReconciler(K8sApiCaller):
         )
 
     def _patch(self, plan: Plan, desired: DesiredServiceAccount) -> t.Any:
-        try:
-            return self._call(
-                lambda: self.core_v1.patch_namespaced_service_account(
-                    desired.name, desired.namespace, patch_body(plan), **self._dry_run()
-                ),
-                "update ServiceAccount",
-                desired.target,
-            )
-        except WorkloadIdentityError as error:
-            if error.status == 404:  # deleted since we read it
-                raise Raced() from error
-            raise
+        return self._patch_or_raced(
+            lambda **dry_run: self.core_v1.patch_namespaced_service_account(
+                desired.name, desired.namespace, patch_body(plan), **dry_run
+            ),
+            "update ServiceAccount",
+            desired.target,
+        )
 
     def _delete(self, uid: str | None, desired: DesiredServiceAccount) -> None:
-        # never delete a ServiceAccount recreated since our read
-        preconditions = {"preconditions": {"uid": uid}} if uid else {}
-        options = delete_options(self.dry_run, **preconditions)
-        try:
-            self._call(
-                lambda: self.core_v1.delete_namespaced_service_account(
-                    desired.name, desired.namespace, body=options, **self._dry_run()
-                ),
-                "delete ServiceAccount",
-                desired.target,
-            )
-        except WorkloadIdentityError as error:
-            if error.status in (404, 409):  # gone already, or recreated (uid precondition failed)
-                raise Raced() from error
-            raise
+        self._delete_or_raced(
+            lambda **options: self.core_v1.delete_namespaced_service_account(
+                desired.name, desired.namespace, **options
+            ),
+            uid,
+            "delete ServiceAccount",
+            desired.target,
+        )
 
     # The whole round.
     def reconcile(self, desired: DesiredServiceAccount) -> Outcome:

@@ -268,38 +268,21 @@ class ConfigMapReconciler(K8sApiCaller):
         return self._post(body, desired)
 
     def _patch(self, plan: Plan, desired: DesiredConfigMap) -> t.Any:
-        try:
-            return self._call(
-                lambda: self.core_v1.patch_namespaced_config_map(
-                    desired.name, desired.namespace, patch_body(plan), **self._dry_run()
-                ),
-                "update ConfigMap",
-                desired.target,
-            )
-        except WorkloadIdentityError as error:
-            if error.status == 404:  # deleted since we read it
-                raise Raced() from error
-            raise
+        return self._patch_or_raced(
+            lambda **dry_run: self.core_v1.patch_namespaced_config_map(
+                desired.name, desired.namespace, patch_body(plan), **dry_run
+            ),
+            "update ConfigMap",
+            desired.target,
+        )
 
     def _delete(self, uid: str | None, desired: DesiredConfigMap) -> None:
-        # With DeleteOptions in the body the API server ignores query parameters: dryRun goes in the body too.
-        options: dict[str, t.Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
-        if uid:
-            options["preconditions"] = {"uid": uid}  # never delete a ConfigMap recreated since our read
-        if self.dry_run:
-            options["dryRun"] = ["All"]
-        try:
-            self._call(
-                lambda: self.core_v1.delete_namespaced_config_map(
-                    desired.name, desired.namespace, body=options, **self._dry_run()
-                ),
-                "delete ConfigMap",
-                desired.target,
-            )
-        except WorkloadIdentityError as error:
-            if error.status in (404, 409):  # gone already, or recreated (uid precondition failed)
-                raise Raced() from error
-            raise
+        self._delete_or_raced(
+            lambda **options: self.core_v1.delete_namespaced_config_map(desired.name, desired.namespace, **options),
+            uid,
+            "delete ConfigMap",
+            desired.target,
+        )
 
     def reconcile(self, desired: DesiredConfigMap) -> Outcome:
         """Read -> plan -> apply, again from the read when another writer got in between."""
