@@ -1,13 +1,17 @@
-"""The project's benchmark: how many API requests the flows make, per workload, on the lab.
+"""The project's benchmark: what the workload playbook costs for N workloads, on a lab of its own.
 
-    python -m tests.bench [--workloads N] [--workdir DIR]      (make bench)
+    python -m tests.bench [--sizes 1,10,50] [--big] [--latency 0.1] [--readme]        (make bench)
 
-It sets up N workloads with site.yml (identity, ServiceAccount, federated credential, a Reader grant, Key Vault
-access, verification with a real token exchange and a secret read), runs it again (nothing to do), then the
-audit playbook, and counts the requests the Azure emulator and the kube-apiserver (its audit log) received, by
-kind. Requests are what a flow costs against real Azure (throttling limits, latency), so they are the figure to
-watch; wall time on a shared machine is printed but is not a test. Results go to stdout and to
-.build/bench/<timestamp>.json. The workloads are removed again with the teardown playbook.
+The lab's Azure emulator adds ``--latency`` seconds (default 0.1, the round trip to management.azure.com) to every
+Azure Resource Manager request. For each N it runs the ``workload`` playbook for N workloads (each its own
+identity, a ServiceAccount in one namespace, a federated credential, a Reader grant) from scratch, then again with
+nothing to do, and records the wall time, the module processes Ansible started (a callback counts them), and the
+requests the emulator (ARM, Entra ID) and the kube-apiserver (its audit log, reads included) received, by kind.
+Then N=50 once more from scratch with the lab's model of Azure's documented throttling on, beside the floor those
+limits impose (2 managed identity writes per second per subscription: an identity and a credential per workload).
+
+Requests are exact and tests assert them; wall time on a shared 2-core machine is noisy, so no test asserts it.
+Results go to .build/bench/ (JSON) and, with --readme, into docs/bench.md, docs/bench.svg and the README table.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import collections
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -30,20 +35,25 @@ from tests.conftest import COLLECTIONS, REPO
 from tests.lab import lab as lab_module
 from tests.lab.kube import controlplane
 
-NAMESPACE = "bench"
+CALLBACKS = REPO / "tests" / "bench_plugins" / "callback"
 # /subscriptions/<id>/resourceGroups/<rg>/providers/<Namespace>/<type>/<name>/<child type>/...: the types, lower
 _ARM_TYPE = re.compile(r"/providers/([^/]+)/([^/]+)(?:/[^/]+/([^/?]+))?", re.IGNORECASE)
+THROTTLED_SIZE = 50
+MSI_WRITES_PER_SECOND = (
+    2.0  # per subscription (learn.microsoft.com/entra/workload-id/workload-identity-federation-considerations)
+)
+MSI_WRITE_BURST = 2  # the lab's bucket holds one second's worth
 
 
-def workloads(count: int) -> list[dict[str, Any]]:
-    scope = "/subscriptions/{{ lookup('ansible.builtin.env', 'AZURE_SUBSCRIPTION_ID') }}/resourceGroups/rg-wid-lab"
+def workloads(tag: str, count: int, subscription: str) -> list[dict[str, Any]]:
+    scope = f"/subscriptions/{subscription}/resourceGroups/rg-wid-lab"
     return [
         {
-            "name": f"bench-{index:03d}",
-            "namespace": NAMESPACE,
+            "name": f"{tag}-{index:03d}",
+            "namespace": tag,
             "create_namespace": True,
-            "service_account": f"bench-{index:03d}",
-            "identity": {"name": f"id-bench-{index:03d}", "resource_group": "rg-wid-lab"},
+            "service_account": f"{tag}-{index:03d}",
+            "identity": {"name": f"id-{tag}-{index:03d}", "resource_group": "rg-wid-lab"},
             "grants": [{"role": "Reader", "scope": scope}],
         }
         for index in range(count)
@@ -52,8 +62,6 @@ def workloads(count: int) -> list[dict[str, Any]]:
 
 def arm_kind(request: dict[str, Any]) -> str:
     path = request["path"].split("?")[0]
-    if request["plane"] != "arm":
-        return request["plane"]
     found = _ARM_TYPE.search(path)
     if not found:
         return "resourceGroups" if "/resourcegroups/" in path.lower() else path.rsplit("/", 1)[-1] or "/"
@@ -62,32 +70,43 @@ def arm_kind(request: dict[str, Any]) -> str:
 
 
 def kube_kind(event: dict[str, Any]) -> str:
-    path = event["uri"].split("?")[0]
-    parts = [p for p in path.split("/") if p]
+    parts = [p for p in event["uri"].split("?")[0].split("/") if p]
     # /api/v1/namespaces/<ns>/<resource>[/<name>[/<sub>]] or /apis/<group>/<version>/...
     parts = parts[2:] if parts[:1] == ["api"] else parts[3:]
     if parts[:1] == ["namespaces"] and len(parts) >= 3:
         parts = parts[2:]
     resource = parts[0] if parts else "/"
-    sub = f"/{parts[2]}" if len(parts) >= 3 else ""
-    return resource + sub
+    return resource + (f"/{parts[2]}" if len(parts) >= 3 else "")
 
 
 def count(lab: lab_module.Lab, since: tuple[int, int]) -> dict[str, Any]:
-    arm = [r for r in lab.requests(since[0]) if not r["path"].startswith("/_lab")]
-    kube = controlplane.audit_requests(lab.workdir / "kube", since[1])
-    by_arm = collections.Counter(f"{r['method']} {arm_kind(r)}" for r in arm)
-    by_kube = collections.Counter(f"{e['verb']} {kube_kind(e)}" for e in kube)
+    requests = [r for r in lab.requests(since[0]) if not r["path"].startswith("/_lab")]
+    arm = [r for r in requests if r["plane"] == "arm"]
+    entra_tokens = [r for r in requests if r["plane"] == "entra" and r["method"] == "POST"]
+    kube = [
+        e for e in controlplane.audit_requests(lab.workdir / "kube", since[1]) if e.get("user") != "system:apiserver"
+    ]
     return {
-        "azure_requests": len(arm),
+        "arm_requests": len(arm),
+        "entra_token_requests": len(entra_tokens),
+        "entra_requests": len([r for r in requests if r["plane"] == "entra"]),
         "kubernetes_requests": len(kube),
-        "azure": dict(sorted(by_arm.items())),
-        "kubernetes": dict(sorted(by_kube.items())),
+        "throttled": len([r for r in requests if r.get("throttled")]),
+        "arm": dict(sorted(collections.Counter(f"{r['method']} {arm_kind(r)}" for r in arm).items())),
+        "kubernetes": dict(sorted(collections.Counter(f"{e['verb']} {kube_kind(e)}" for e in kube).items())),
     }
 
 
-def run_playbook(lab: lab_module.Lab, playbook: str, extra_vars: Path, *args: str) -> float:
-    env = {**os.environ, **lab.env, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "ANSIBLE_NOCOLOR": "1"}
+def run_playbook(lab: lab_module.Lab, playbook: str, extra_vars: Path, modules_file: Path) -> float:
+    env = {
+        **os.environ,
+        **lab.env,
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS),
+        "ANSIBLE_CALLBACKS_ENABLED": "count_modules",
+        "WID_BENCH_MODULE_COUNT": str(modules_file),
+    }
     command = [
         str(Path(sys.executable).parent / "ansible-playbook"),
         f"aks.workload_identity.{playbook}",
@@ -95,71 +114,219 @@ def run_playbook(lab: lab_module.Lab, playbook: str, extra_vars: Path, *args: st
         f"@{REPO / 'playbooks' / 'vars' / 'lab.yml'}",
         "-e",
         f"@{extra_vars}",
-        *args,
     ]
     started = time.monotonic()
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - started
     if completed.returncode != 0:
         raise SystemExit(f"{playbook} failed:\n{completed.stdout[-6000:]}\n{completed.stderr[-3000:]}")
-    return time.monotonic() - started
+    return elapsed
 
 
-def measure(lab: lab_module.Lab, playbook: str, extra_vars: Path, *args: str) -> dict[str, Any]:
+def measure(lab: lab_module.Lab, playbook: str, extra_vars: Path) -> dict[str, Any]:
+    modules_file = extra_vars.with_suffix(".modules.json")
     marks = (lab.last_seq(), controlplane.audit_mark(lab.workdir / "kube"))
-    seconds = run_playbook(lab, playbook, extra_vars, *args)
-    return {"seconds": round(seconds, 1), **count(lab, marks)}
+    seconds = run_playbook(lab, playbook, extra_vars, modules_file)
+    modules = json.loads(modules_file.read_text()) if modules_file.exists() else {}
+    return {
+        "seconds": round(seconds, 2),
+        "module_processes": sum(modules.values()),
+        "modules": modules,
+        **count(lab, marks),
+    }
+
+
+def vars_file(folder: Path, name: str, values: dict[str, Any]) -> Path:
+    path = folder / f"{name}.yml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def throttling_floor(count_: int) -> float:
+    """Seconds Azure's managed identity limits impose on N workloads from scratch: an identity and a federated
+    credential each, 2 writes per second per subscription after a burst of 2."""
+    writes = 2 * count_
+    return max(0.0, (writes - MSI_WRITE_BURST) / MSI_WRITES_PER_SECOND)
+
+
+def bench(lab: lab_module.Lab, sizes: list[int], latency: float, throttled: bool, folder: Path) -> dict[str, Any]:
+    subscription = lab.env["AZURE_SUBSCRIPTION_ID"]
+    # The issuer first (not measured): the workload playbook reads it from the cluster.
+    run_playbook(lab, "cluster", vars_file(folder, "cluster", {}), folder / "cluster.modules.json")
+    lab.settings(arm_latency_seconds=latency)
+    runs: list[dict[str, Any]] = []
+    try:
+        for size in sizes:
+            tag = f"bench{size}"
+            values = vars_file(folder, tag, {"workload_items": workloads(tag, size, subscription)})
+            scratch = measure(lab, "workload", values)
+            noop = measure(lab, "workload", values)
+            runs.append({"workloads": size, "from_scratch": scratch, "no_op": noop})
+            print(
+                f"N={size:<4} from scratch {scratch['seconds']:>6.1f} s   no-op {noop['seconds']:>5.1f} s", flush=True
+            )
+        results: dict[str, Any] = {"latency_seconds": latency, "runs": runs}
+        if throttled:
+            tag = f"thr{THROTTLED_SIZE}"
+            values = vars_file(folder, tag, {"workload_items": workloads(tag, THROTTLED_SIZE, subscription)})
+            lab.settings(throttling=1)
+            try:
+                run = measure(lab, "workload", values)
+            finally:
+                lab.settings(throttling=0)
+            floor = throttling_floor(THROTTLED_SIZE)
+            results["throttled"] = {"workloads": THROTTLED_SIZE, "floor_seconds": floor, **run}
+            print(f"N={THROTTLED_SIZE} throttled from scratch {run['seconds']:.1f} s (floor {floor:.0f} s)", flush=True)
+        return results
+    finally:
+        lab.settings(arm_latency_seconds=0, throttling=0)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"Measured {results['machine']['date']} on {results['machine']['cpus']} CPUs ({results['machine']['system']}), "
+        f"{results['latency_seconds'] * 1000:.0f} ms added to every ARM request.",
+        "",
+        "| N | run | wall time | module processes | ARM requests | Entra token requests | Kubernetes requests |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in results["runs"]:
+        for label, key in (("from scratch", "from_scratch"), ("no-op", "no_op")):
+            r = run[key]
+            lines.append(
+                f"| {run['workloads']} | {label} | {r['seconds']:.1f} s | {r['module_processes']} | {r['arm_requests']} "
+                f"| {r['entra_token_requests']} | {r['kubernetes_requests']} |"
+            )
+    throttled = results.get("throttled")
+    if throttled:
+        ratio = throttled["seconds"] / throttled["floor_seconds"] if throttled["floor_seconds"] else 0
+        lines += [
+            "",
+            f"With the lab's model of Azure's managed identity limits on, N={throttled['workloads']} from scratch took "
+            f"{throttled['seconds']:.1f} s against a floor of {throttled['floor_seconds']:.0f} s ({ratio:.2f}x; "
+            f"{throttled['throttled']} requests answered 429, every one ridden out).",
+        ]
+    biggest = results["runs"][-1]
+    lines += ["", f"Requests of the no-op run for N={biggest['workloads']}, by kind:", ""]
+    lines += [f"- `{kind}`: {n}" for kind, n in {**biggest["no_op"]["arm"], **biggest["no_op"]["kubernetes"]}.items()]
+    return "\n".join(lines) + "\n"
+
+
+def svg(results: dict[str, Any]) -> str:
+    """A two-panel plot (wall time, requests) against N, as plain SVG: no plotting library needed."""
+    runs = results["runs"]
+    sizes = [r["workloads"] for r in runs]
+    width, height, pad = 760, 300, 50
+    panel = (width - 3 * pad) / 2
+
+    def x_of(size: int, left: float) -> float:
+        top = max(sizes) or 1
+        return left + panel * size / top
+
+    def series(values: list[float], left: float, top_value: float, colour: str, label: str, row: int) -> str:
+        points = " ".join(
+            f"{x_of(s, left):.1f},{height - pad - (height - 2 * pad) * v / top_value:.1f}"
+            for s, v in zip(sizes, values, strict=True)
+        )
+        dots = "".join(
+            f'<circle cx="{x_of(s, left):.1f}" cy="{height - pad - (height - 2 * pad) * v / top_value:.1f}" r="3" '
+            f'fill="{colour}"/>'
+            for s, v in zip(sizes, values, strict=True)
+        )
+        legend = f'<text x="{left + 8}" y="{pad + 14 * row}" fill="{colour}" font-size="11">{label}</text>'
+        return f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>{dots}{legend}'
+
+    def axes(left: float, title: str, top_value: float, unit: str) -> str:
+        bottom = height - pad
+        ticks = "".join(
+            f'<text x="{x_of(s, left):.1f}" y="{bottom + 16}" font-size="10" text-anchor="middle">{s}</text>'
+            for s in sizes
+        )
+        return (
+            f'<line x1="{left}" y1="{bottom}" x2="{left + panel}" y2="{bottom}" stroke="#333"/>'
+            f'<line x1="{left}" y1="{pad}" x2="{left}" y2="{bottom}" stroke="#333"/>{ticks}'
+            f'<text x="{left + panel / 2}" y="{pad - 18}" font-size="13" text-anchor="middle">{title}</text>'
+            f'<text x="{left - 6}" y="{pad + 4}" font-size="10" text-anchor="end">{top_value:g}{unit}</text>'
+            f'<text x="{left - 6}" y="{bottom}" font-size="10" text-anchor="end">0</text>'
+            f'<text x="{left + panel / 2}" y="{height - 8}" font-size="11" text-anchor="middle">workloads (N)</text>'
+        )
+
+    scratch_time = [r["from_scratch"]["seconds"] for r in runs]
+    noop_time = [r["no_op"]["seconds"] for r in runs]
+    top_time = max([*scratch_time, 1.0]) * 1.1
+    scratch_req = [r["from_scratch"]["arm_requests"] + r["from_scratch"]["kubernetes_requests"] for r in runs]
+    noop_req = [r["no_op"]["arm_requests"] + r["no_op"]["kubernetes_requests"] for r in runs]
+    top_req = max([*scratch_req, 1]) * 1.1
+    right = 2 * pad + panel
+    body = (
+        axes(pad, "wall time of the workload playbook", round(top_time, 1), " s")
+        + series(scratch_time, pad, top_time, "#c62828", "from scratch", 1)
+        + series(noop_time, pad, top_time, "#1565c0", "no-op", 2)
+        + axes(right, "ARM + Kubernetes requests", round(top_req), "")
+        + series(scratch_req, right, top_req, "#c62828", "from scratch", 1)
+        + series(noop_req, right, top_req, "#1565c0", "no-op", 2)
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>{body}</svg>\n'
+    )
+
+
+def write_readme(table: str) -> None:
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench: generated by tests/bench.py --readme -->", "<!-- /bench -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} ... {end} section")
+    head, rest = text.split(start, 1)
+    _old, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n\n{table}\n![Wall time and requests against N](docs/bench.svg)\n\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument("--workloads", type=int, default=10)
+    parser.add_argument("--sizes", default="1,10,50", help="comma-separated numbers of workloads (default 1,10,50)")
+    parser.add_argument("--big", action="store_true", help="add N=200")
+    parser.add_argument("--latency", type=float, default=0.1, help="seconds added to every ARM request (0.1)")
+    parser.add_argument("--no-throttled", action="store_true", help="skip the run with Azure's throttling modelled")
+    parser.add_argument("--readme", action="store_true", help="write docs/bench.md, docs/bench.svg and the README")
     parser.add_argument("--workdir", type=Path, help="an existing lab to use (python -m tests.lab up --workdir DIR)")
     options = parser.parse_args(argv)
+    sizes = [int(s) for s in options.sizes.split(",") if s] + ([200] if options.big else [])
     own_lab = options.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="wid-bench-")) if own_lab else options.workdir
     lab = lab_module.up(workdir, quiet=True)
-    results: dict[str, Any] = {"workloads": options.workloads}
     try:
         with tempfile.TemporaryDirectory(prefix="wid-bench-vars-") as tmp:
-            extra = Path(tmp) / "bench.yml"
-            audit_dir = Path(tmp) / "audit"
-            extra.write_text(
-                yaml.safe_dump(
-                    {
-                        "workload_items": workloads(options.workloads),
-                        "audit_output_dir": str(audit_dir),
-                        "verify_pod_proof": False,
-                    }
-                )
-            )
-            results["site_first_run"] = measure(lab, "site", extra)
-            results["site_second_run"] = measure(lab, "site", extra)
-            results["audit"] = measure(lab, "audit", extra)
-            results["teardown"] = measure(lab, "teardown", extra)
+            results = bench(lab, sizes, options.latency, not options.no_throttled, Path(tmp))
     finally:
         if own_lab:
             lab_module.down(workdir)
-    report(results)
+    results["machine"] = machine()
+    table = markdown(results)
+    print("\n" + table)
     out = REPO / ".build" / "bench" / time.strftime("%Y%m%dT%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {out}")
+    print(f"written to {out}")
+    if options.readme:
+        docs = REPO / "docs"
+        docs.mkdir(exist_ok=True)
+        (docs / "bench.md").write_text(table)
+        (docs / "bench.svg").write_text(svg(results))
+        (docs / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_readme(table)
+        print("written to docs/bench.md, docs/bench.svg, docs/bench.json and README.md")
     return 0
-
-
-def report(results: dict[str, Any]) -> None:
-    count_ = results["workloads"]
-    print(f"{'run':<18} {'seconds':>8} {'Azure':>7} {'/wl':>6} {'Kubernetes':>11} {'/wl':>6}")
-    for name in ("site_first_run", "site_second_run", "audit", "teardown"):
-        run = results[name]
-        print(
-            f"{name:<18} {run['seconds']:>8} {run['azure_requests']:>7} {run['azure_requests'] / count_:>6.1f} "
-            f"{run['kubernetes_requests']:>11} {run['kubernetes_requests'] / count_:>6.1f}"
-        )
-    for name in ("site_second_run", "audit"):
-        print(f"\n{name}, by kind of request:")
-        for kind, number in {**results[name]["azure"], **results[name]["kubernetes"]}.items():
-            print(f"  {number:>5}  {kind}")
 
 
 if __name__ == "__main__":

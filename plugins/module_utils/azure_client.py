@@ -4,9 +4,9 @@
 
 """Base of every Azure module in this collection: options, credentials, cloud endpoints, clients, errors, LROs.
 
-Private to this collection. Modules build an ``AzureModule`` (composition: it owns an ``AnsibleModule``), take
-SDK clients from it, wrap each SDK call in a few lines behind ``handle_azure_errors`` and keep one
-``try/except WorkloadIdentityError`` in ``main()`` that ends in ``azure.fail(exc)``.
+Private to this collection. Modules build an ``AzureModule`` (composition: it owns an ``AnsibleModule``), hand it
+to the gateways (which make every SDK call through ``azure_call``) and keep one ``try/except
+WorkloadIdentityError`` in ``main()`` that ends in ``azure.fail(exc)``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from ansible.module_utils.urls import open_url
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import (
     WorkloadIdentityError,
     describe_failure,
-    error_handler,
 )
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
+from ansible_collections.aks.workload_identity.plugins.module_utils.pacing import Pacer
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import is_uuid
 
 IMPORT_ERRORS: dict[str, str] = {}  # pip package name -> traceback of the failed import
@@ -507,14 +508,11 @@ def is_azure_not_found(exc: BaseException) -> bool:
     return code is None or code in NOT_FOUND_CODES
 
 
-# Decorator for thin wrappers: @handle_azure_errors("read managed identity", "'{name}'", none_if_not_found=True)
-handle_azure_errors = error_handler(azure_error, (AzureError,), is_azure_not_found)
-
-
 def azure_call(
     call: t.Callable[[], t.Any], action: str, target: str | None = None, *, none_if_not_found: bool = False
 ) -> t.Any:
-    """Functional form of ``handle_azure_errors`` for one-off calls."""
+    """Run one SDK call; Azure errors become a WorkloadIdentityError naming ``action`` and ``target`` (a "not
+    found" becomes None with ``none_if_not_found``: reads)."""
     try:
         return call()
     except AzureError as exc:
@@ -592,6 +590,8 @@ class AzureModule:
         self._choice: CredentialChoice | None = None
         self._subscription_id: str | None = None
         self._clients: dict[str, t.Any] = {}
+        self.calls = ApiCalls()  # every gateway request of the run, by operation
+        self.pacer = Pacer()  # shared by every client: once throttled, all workers take turns
 
     # -- plumbing
     @property
@@ -692,6 +692,8 @@ class AzureModule:
             "credential_scopes": self.cloud.credential_scopes,
             "polling_interval": self.polling_interval,
             "user_agent": USER_AGENT,
+            "raw_request_hook": self.pacer.request_hook,
+            "raw_response_hook": self.pacer.response_hook,
             **RETRY_POLICY_KWARGS,
             **transport_kwargs(self.params),
         }

@@ -14,6 +14,7 @@ Private to this collection: the names here may change without notice.
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 import typing as t
@@ -25,29 +26,27 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client
     ClientAuthenticationError,
     HttpResponseError,
     ResourceManagementClient,
-    azure_call,
     azure_error,
     azure_error_parts,
     credential_kwargs,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
+    Clusters,
+    FederatedCredentials,
+    Identities,
+    RoleAssignments,
+    RoleDefinitions,
+    cluster_target,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import ServiceAccounts
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
     K8sModule,
     k8s_call,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import k8s as kubernetes_client
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.cluster import normalize_cluster
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.federated_credential import (
-    list_credentials,
-)
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.identity_lookup import read_identity
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.role_assignment import (
-    find_identity_by_client_id,
-    list_principal_assignments,
-)
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ANNOTATION_CLIENT_ID,
-    ANNOTATION_TENANT_ID,
     ENV_AUTHORITY_HOST,
     ENV_CLIENT_ID,
     ENV_FEDERATED_TOKEN_FILE,
@@ -74,7 +73,6 @@ WEBHOOK_NAME = "mutation.azure-workload-identity.io"
 INJECTED_ENV = (ENV_CLIENT_ID, ENV_TENANT_ID, ENV_FEDERATED_TOKEN_FILE, ENV_AUTHORITY_HOST)
 _RESOURCE_GROUP_ID = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/?$", re.IGNORECASE)
 _SUBSCRIPTION_OF = re.compile(r"^/subscriptions/(?P<sub>[^/]+)", re.IGNORECASE)
-_RESOURCE_GROUP_OF = re.compile(r"/resourcegroups/(?P<rg>[^/]+)/", re.IGNORECASE)
 
 
 def validate(params: dict[str, t.Any]) -> list[str]:
@@ -101,8 +99,21 @@ def _short(exc: WorkloadIdentityError) -> str:
 class Verifier:
     """Runs the steps of one verification and collects the result; one instance per module run."""
 
-    def __init__(self, azure: AzureModule, kube: K8sModule, *, sleep: t.Callable[[float], None] = time.sleep) -> None:
-        self.azure, self.kube, self.params = azure, kube, azure.params
+    def __init__(
+        self,
+        azure: AzureModule,
+        kube: K8sModule,
+        *,
+        params: dict[str, t.Any] | None = None,
+        preloaded: dict[str, t.Any] | None = None,
+        sleep: t.Callable[[float], None] = time.sleep,
+    ) -> None:
+        """``params`` default to the module's; ``preloaded`` holds what a caller verifying many workloads has read
+        already in its lists (``service_account``, ``cluster``, ``identity`` with its ``credentials``: None when
+        absent), so that the verifier reads nothing twice."""
+        self.azure, self.kube = azure, kube
+        self.params = params if params is not None else azure.params
+        self.preloaded = preloaded or {}
         self.check_mode = azure.check_mode
         self.sleep = sleep
         self.steps: dict[str, dict[str, t.Any]] = {}
@@ -163,12 +174,10 @@ class Verifier:
 
     def read_service_account(self) -> None:
         namespace, name = self.params["namespace"], self.params["service_account"]
-        self.service_account = k8s_call(
-            lambda: self.kube.core_v1.read_namespaced_service_account(name, namespace),
-            action="read",
-            target=self.target,
-            none_if_not_found=True,
-        )
+        if "service_account" in self.preloaded:
+            self.service_account = self.preloaded["service_account"]
+        else:
+            self.service_account = ServiceAccounts(self.kube.core_v1, dry_run=False).read(namespace, name)
         if self.service_account is None:
             self.fail(
                 tc.Diagnosis(
@@ -180,8 +189,7 @@ class Verifier:
             )
             self._resolve_ids(None, None)
             return
-        annotations = self.service_account.metadata.annotations or {}
-        annotated, annotated_tenant = annotations.get(ANNOTATION_CLIENT_ID), annotations.get(ANNOTATION_TENANT_ID)
+        annotated, annotated_tenant = self.service_account["client_id"], self.service_account["tenant_id"]
         wanted = self.params["identity_client_id"]
         if not annotated:
             self.fail(
@@ -230,19 +238,13 @@ class Verifier:
         if not name:
             self.skip(tc.CLUSTER, "neither cluster_name nor issuer_url was given: the token's issuer is used")
             return
-        target = f"AKS cluster '{name}' in resource group '{group}'"
-        found = azure_call(
-            lambda: self.azure.containerservice.managed_clusters.get(group, name),
-            action="read",
-            target=target,
-            none_if_not_found=True,
-        )
-        if found is None:
+        target = cluster_target(group, name)
+        cluster = self.preloaded["cluster"] if "cluster" in self.preloaded else Clusters(self.azure).get(group, name)
+        if cluster is None:
             self.fail(
                 tc.Diagnosis(tc.CLUSTER, f"the {target} does not exist", "check cluster_name", "ResourceNotFound")
             )
             return
-        cluster = normalize_cluster(found, group)
         if not cluster["oidc_issuer_enabled"] or not cluster["issuer_url"]:
             self.fail(
                 tc.Diagnosis(
@@ -264,7 +266,10 @@ class Verifier:
         group, name = self.params["identity_resource_group"], self.params["identity_name"]
         try:
             if name:
-                self.identity = read_identity(self.azure, group, name)
+                if "identity" in self.preloaded:
+                    self.identity = copy.deepcopy(self.preloaded["identity"])  # the verifier adds to it
+                else:
+                    self.identity = Identities(self.azure).get(group, name)
                 if self.identity is None:
                     self.fail(
                         tc.Diagnosis(
@@ -289,13 +294,17 @@ class Verifier:
                     return
                 client_id = self.expected["client_id"] = client_id or self.identity["client_id"]
             elif client_id:
-                self.identity = find_identity_by_client_id(self.azure, client_id)
+                self.identity = Identities(self.azure).find_by_client_id(client_id)
             if self.identity is None:
                 why = f"no user-assigned identity in subscription '{self.azure.subscription_id}' has client ID "
                 self.skip(tc.CREDENTIAL, why + f"{client_id!r}: nothing to compare" if client_id else "no client ID")
                 return
-            group = _RESOURCE_GROUP_OF.search(str(self.identity["id"]) + "/")
-            credentials = list_credentials(self.azure, group.group("rg") if group else "", self.identity["name"])
+            if "credentials" in self.identity:
+                credentials = self.identity["credentials"]
+            else:
+                credentials = FederatedCredentials(self.azure).list(
+                    self.identity["resource_group"] or "", self.identity["name"]
+                )
         except WorkloadIdentityError as exc:
             if exc.status in (401, 403):  # cannot check: the exchange's answer is diagnosed alone
                 self.skip(tc.CREDENTIAL, f"the federated credentials could not be read: {_short(exc)}")
@@ -539,7 +548,7 @@ class Verifier:
         if not action or not resource or not principal_id:
             return tc.GrantCheck(tc.GRANT_UNKNOWN, reason="the refused action or the identity's principal is unknown")
         try:
-            assignments = list_principal_assignments(self.azure, resource, principal_id)
+            assignments = RoleAssignments(self.azure).list_for_principal(resource, principal_id)
         except WorkloadIdentityError as exc:
             return tc.GrantCheck(tc.GRANT_UNKNOWN, reason=f"the role assignments could not be read: {_short(exc)}")
         definitions: dict[str, t.Any] = {}
@@ -551,22 +560,9 @@ class Verifier:
 
     def _permissions(self, definition_id: str) -> list[dict[str, t.Any]] | None:
         try:
-            definition = azure_call(
-                lambda: self.azure.authorization.role_definitions.get_by_id(definition_id),
-                action="read role definition",
-                target=definition_id,
-            )
+            return RoleDefinitions(self.azure).permissions(definition_id)
         except WorkloadIdentityError:
             return None
-        return [
-            {
-                "actions": list(p.actions or []),
-                "not_actions": list(p.not_actions or []),
-                "data_actions": list(p.data_actions or []),
-                "not_data_actions": list(p.not_data_actions or []),
-            }
-            for p in definition.permissions or []
-        ]
 
     # -- webhook
     def dry_run_webhook(self) -> None:

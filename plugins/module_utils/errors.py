@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The one exception of this collection, a decorator factory for thin SDK wrappers, and the retry helper.
+"""The one exception of this collection and the retry helper.
 
 Private to this collection: the names here may change without notice.
 """
@@ -10,8 +10,6 @@ Private to this collection: the names here may change without notice.
 from __future__ import annotations
 
 import email.utils
-import functools
-import inspect
 import random as _random
 import time
 import traceback
@@ -78,53 +76,6 @@ def describe_failure(action: str, target: str | None, code: str | None, message:
     if code and not message.startswith(f"{code}:"):
         return f"Failed to {subject}: {code}: {message}"
     return f"Failed to {subject}: {message}"
-
-
-def error_handler(
-    convert: t.Callable[[BaseException, str, str | None], WorkloadIdentityError],
-    handled: tuple[type[BaseException], ...],
-    is_not_found: t.Callable[[BaseException], bool],
-) -> t.Callable[..., t.Callable[[_F], _F]]:
-    """Build a decorator factory for thin SDK wrappers of one API family (Azure, Kubernetes).
-
-    The factory takes ``action``, ``target`` (a ``str.format`` template filled from the wrapped function's
-    arguments, e.g. ``"identity '{name}'"``) and ``none_if_not_found`` (reads: "not found" becomes ``None``).
-    Exceptions of the ``handled`` types become ``WorkloadIdentityError``; a ``WorkloadIdentityError`` passes.
-    """
-
-    def factory(action: str, target: str | None = None, *, none_if_not_found: bool = False) -> t.Callable[[_F], _F]:
-        def decorator(func: _F) -> _F:
-            signature = inspect.signature(func)
-
-            @functools.wraps(func)
-            def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
-                try:
-                    return func(*args, **kwargs)
-                except WorkloadIdentityError:
-                    raise
-                except handled as exc:
-                    if none_if_not_found and is_not_found(exc):
-                        return None
-                    raise convert(exc, action, _fill_target(target, signature, args, kwargs)) from exc
-
-            return t.cast(_F, wrapper)
-
-        return decorator
-
-    return factory
-
-
-def _fill_target(
-    template: str | None, signature: inspect.Signature, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
-) -> str | None:
-    if not template:
-        return template
-    try:
-        bound = signature.bind_partial(*args, **kwargs)
-        bound.apply_defaults()
-        return template.format(**bound.arguments)
-    except (KeyError, IndexError, TypeError, ValueError):
-        return template
 
 
 def retry_after_from_exception(exc: BaseException) -> float | None:

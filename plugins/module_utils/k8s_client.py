@@ -22,7 +22,6 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import (
     WorkloadIdentityError,
     describe_failure,
-    error_handler,
     retry,
 )
 
@@ -216,14 +215,12 @@ def is_k8s_not_found(exc: BaseException) -> bool:
 
 K8S_EXCEPTIONS = (ApiException, ConfigException, Urllib3HTTPError)
 
-# Decorator for thin wrappers: @handle_k8s_errors("read ServiceAccount", "'{namespace}/{name}'", none_if_not_found=True)
-handle_k8s_errors = error_handler(k8s_error, K8S_EXCEPTIONS, is_k8s_not_found)
-
 
 def k8s_call(
     call: t.Callable[[], t.Any], action: str, target: str | None = None, *, none_if_not_found: bool = False
 ) -> t.Any:
-    """Functional form of ``handle_k8s_errors`` for one-off calls."""
+    """Run one client call; its errors become a WorkloadIdentityError naming ``action`` and ``target`` (a 404
+    becomes None with ``none_if_not_found``: reads)."""
     try:
         return call()
     except (ApiException, ConfigException, Urllib3HTTPError) as exc:
@@ -294,30 +291,18 @@ class K8sApiCaller:
                 raise Raced() from error
             raise
 
-    def _delete_or_raced(self, delete: t.Callable[..., t.Any], uid: str | None, action: str, target: str) -> None:
+    def _delete_or_raced(
+        self, delete: t.Callable[..., t.Any], uid: str | None, action: str, target: str, **extra: t.Any
+    ) -> None:
         """A DELETE that never removes an object recreated since our read (uid precondition); gone already (404)
-        or recreated (409) means another writer raced us."""
-        options = delete_options(self.dry_run, **({"preconditions": {"uid": uid}} if uid else {}))
+        or recreated (409) means another writer raced us. ``extra`` goes into DeleteOptions."""
+        options = delete_options(self.dry_run, **({"preconditions": {"uid": uid}} if uid else {}), **extra)
         try:
             self._call(lambda: delete(body=options, **self._dry_run()), action, target)
         except WorkloadIdentityError as error:
             if error.status in (404, 409):
                 raise Raced() from error
             raise
-
-    def _create_namespace(self, core_v1: t.Any, namespace: str) -> None:
-        """Create a namespace (dry run in check mode); one created meanwhile by someone else is fine."""
-        try:
-            self._call(
-                lambda: core_v1.create_namespace(
-                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, **self._dry_run()
-                ),
-                "create namespace",
-                f"'{namespace}'",
-            )
-        except WorkloadIdentityError as error:
-            if not (error.status == 409 and error.code == "AlreadyExists"):
-                raise
 
 
 # --- The module base --------------------------------------------------------------------------------------------

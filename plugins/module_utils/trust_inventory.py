@@ -11,31 +11,25 @@ Private to this collection: the names here may change without notice.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import json
-import threading
 import typing as t
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import (
-    AzureModule,
-    azure_call,
-)
+from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import AzureModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
+    Clusters,
+    FederatedCredentials,
+    Identities,
+    RoleAssignments,
+    RoleDefinitions,
+    cluster_target,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
     K8S_EXCEPTIONS,
     K8sApiCaller,
     K8sModule,
-)
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.cluster import normalize_cluster
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.federated_credential import (
-    normalize_credential,
-)
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.identity_lookup import (
-    normalize_identity,
-)
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.role_assignment import (
-    normalize_role_assignment,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     MAX_FEDERATED_CREDENTIALS_PER_IDENTITY,
@@ -62,30 +56,6 @@ WORKLOAD_LISTS = (  # (result key, kind, client property, method suffix)
 )
 
 
-class ApiCalls:
-    """Requests per API operation; safe to count from the credential-listing threads."""
-
-    def __init__(self) -> None:
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._lock = threading.Lock()
-
-    def add(self, name: str, count: int = 1) -> None:
-        with self._lock:
-            self._counts[name] += count
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(sorted(self._counts.items()))
-
-
-def _pages(calls: ApiCalls, name: str, pager: t.Any) -> list[t.Any]:
-    """All items of an azure-core ItemPaged, counting one request per page."""
-    items: list[t.Any] = []
-    for page in pager.by_page():
-        calls.add(name)
-        items.extend(page)
-    return items
-
-
 def validate(params: t.Mapping[str, t.Any]) -> list[str]:
     errors = []
     for index, cluster in enumerate(params["clusters"]):
@@ -109,115 +79,44 @@ class AzureReader:
         self.calls = calls
 
     def cluster(self, resource_group: str, name: str) -> dict[str, t.Any]:
-        target = f"AKS cluster '{name}' in resource group '{resource_group}'"
-        self.calls.add("containerservice.managed_clusters.get")
-        model = azure_call(
-            lambda: self.azure.containerservice.managed_clusters.get(resource_group, name),
-            action="read",
-            target=target,
-            none_if_not_found=True,
-        )
-        if model is None:
+        cluster = Clusters(self.azure, self.calls).get(resource_group, name)
+        if cluster is None:
+            target = cluster_target(resource_group, name)
             raise WorkloadIdentityError(f"Failed to read {target}: it does not exist", code="NotFound", target=target)
-        cluster = normalize_cluster(model, resource_group)
         keys = ("resource_group", "name", "issuer_url", "oidc_issuer_enabled", "workload_identity_enabled")
         return {key: cluster[key] for key in keys}
 
     def identities(self, resource_groups: list[str]) -> list[dict[str, t.Any]]:
-        operations = self.azure.msi.user_assigned_identities
+        gateway = Identities(self.azure, self.calls)
         if not resource_groups:
-            found = azure_call(
-                lambda: _pages(
-                    self.calls, "msi.user_assigned_identities.list_by_subscription", operations.list_by_subscription()
-                ),
-                action="list managed identities",
-                target=f"in subscription '{self.azure.subscription_id}'",
-            )
-        else:
-            found = []
-            for group in resource_groups:
-                found += azure_call(
-                    lambda group=group: _pages(
-                        self.calls,
-                        "msi.user_assigned_identities.list_by_resource_group",
-                        operations.list_by_resource_group(group),
-                    ),
-                    action="list managed identities",
-                    target=f"in resource group '{group}'",
-                )
-        identities = []
-        for item in found:
-            identity = normalize_identity(item)
-            identity["resource_group"] = _resource_group_of(identity.get("id"))
-            identities.append(identity)
-        return identities
-
-    def credentials(self, identity: dict[str, t.Any]) -> list[dict[str, t.Any]] | None:
-        """The identity's credentials (every page), or None when it disappeared since the identity list."""
-        group, name = identity["resource_group"], identity["name"]
-        operations = self.azure.msi.federated_identity_credentials
-        found = azure_call(
-            lambda: _pages(self.calls, "msi.federated_identity_credentials.list", operations.list(group, name)),
-            action="list the federated credentials of managed identity",
-            target=f"'{name}' in resource group '{group}'",
-            none_if_not_found=True,
-        )
-        return None if found is None else [normalize_credential(c) for c in found]
+            return gateway.list_in_subscription()
+        found: list[dict[str, t.Any]] = []
+        for group in resource_groups:
+            found += gateway.list_in_resource_group(group) or []
+        return found
 
     def all_credentials(self, identities: list[dict[str, t.Any]]) -> None:
-        # No subscription-wide list of federated credentials exists: one list per identity, a few at a time.
+        """Each identity's credentials (None when it disappeared since the identity list). No subscription-wide
+        list of federated credentials exists: one list per identity, a few at a time."""
         if not identities:
             return
+        gateway = FederatedCredentials(self.azure, self.calls)
         workers = min(CREDENTIAL_LIST_WORKERS, len(identities))
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            for identity, credentials in zip(identities, pool.map(self.credentials, identities), strict=True):
+            listed = pool.map(lambda identity: gateway.list(identity["resource_group"], identity["name"]), identities)
+            for identity, credentials in zip(identities, listed, strict=True):
                 identity["credentials"] = credentials
 
     def role_assignments(self, principal_ids: set[str]) -> list[dict[str, t.Any]]:
         """The assignments of these principals: one list of the subscription's (at, above and below it)."""
-        authorization = self.azure.authorization
-        found = azure_call(
-            lambda: _pages(
-                self.calls,
-                "authorization.role_assignments.list_for_subscription",
-                authorization.role_assignments.list_for_subscription(),
-            ),
-            action="list role assignments",
-            target=f"in subscription '{self.azure.subscription_id}'",
-        )
-        assignments = [normalize_role_assignment(a) for a in found]
+        assignments = RoleAssignments(self.azure, self.calls).list_in_subscription()
         mine = [a for a in assignments if str(a.get("principal_id") or "").lower() in principal_ids]
         if any(not a.get("role_name") for a in mine):
-            names = self.role_names()
+            names = RoleDefinitions(self.azure, self.calls).names(f"/subscriptions/{self.azure.subscription_id}")
             for assignment in mine:
                 guid = role_definition_guid(assignment.get("role_definition_id") or "")
                 assignment["role_name"] = assignment.get("role_name") or names.get(guid or "")
         return mine
-
-    def role_names(self) -> dict[str, str]:
-        scope = f"/subscriptions/{self.azure.subscription_id}"
-        definitions = azure_call(
-            lambda: _pages(
-                self.calls,
-                "authorization.role_definitions.list",
-                self.azure.authorization.role_definitions.list(scope),
-            ),
-            action="list role definitions",
-            target=f"at scope '{scope}'",
-        )
-        names = {}
-        for definition in definitions:
-            data = definition.as_dict() if hasattr(definition, "as_dict") else dict(definition)
-            guid = role_definition_guid(data.get("id") or "") or role_definition_guid(data.get("name") or "")
-            if guid and data.get("role_name"):
-                names[guid] = data["role_name"]
-        return names
-
-
-def _resource_group_of(resource_id: str | None) -> str | None:
-    parts = (resource_id or "").split("/")
-    lowered = [p.lower() for p in parts]
-    return parts[lowered.index("resourcegroups") + 1] if "resourcegroups" in lowered[:-1] else None
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------------------------

@@ -67,6 +67,18 @@ DNS1123_SUBDOMAIN_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-
 DNS1123_SUBDOMAIN_MAX = 253
 UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
+# --- Key Vault access policies ---------------------------------------------------------------------------------
+# keyvault.json SecretPermissions, in the order the portal lists them.
+SECRET_PERMISSIONS = ("get", "list", "set", "delete", "backup", "restore", "recover", "purge")
+
+
+def sort_permissions(permissions: t.Iterable[str]) -> list[str]:
+    """Lower-cased (Key Vault compares them without case), without duplicates, in the portal's order."""
+    unique = {str(p).lower() for p in permissions}
+    order = {name: index for index, name in enumerate(SECRET_PERMISSIONS)}
+    return sorted(unique, key=lambda p: (order.get(p, len(order)), p))
+
+
 # --- Built-in Azure roles (same GUID in every tenant) -------------------------------------------------------
 ROLE_READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"  # §9 [R]
 ROLE_KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"  # §9
@@ -142,6 +154,20 @@ def validate_cluster_name(value: t.Any, field: str = "cluster_name") -> list[str
 def validate_identity_name(value: t.Any, field: str = "name") -> list[str]:
     if not isinstance(value, str) or not IDENTITY_NAME_PATTERN.match(value):
         return [f"{field}: must be 3-128 letters, digits, '-' or '_', starting with a letter or digit"]
+    return []
+
+
+# ARM's rule for resource group names (Microsoft.Resources naming rules): 1-90 letters, digits, '_', '-', '.',
+# '(' or ')', not ending with a period.
+RESOURCE_GROUP_NAME_PATTERN = re.compile(r"^[\w\-.()]{1,90}$")
+
+
+def validate_resource_group_name(value: t.Any, field: str = "resource_group") -> list[str]:
+    if not isinstance(value, str) or not RESOURCE_GROUP_NAME_PATTERN.match(value) or value.endswith("."):
+        return [
+            f"{field}: {value!r} is not a valid resource group name (1-90 letters, digits, '_', '-', '.', '(' or ')', "
+            "not ending with '.')"
+        ]
     return []
 
 

@@ -99,6 +99,13 @@ class Lab:
     def reset(self) -> None:
         self._call("POST", "/_lab/reset", {})
 
+    def concurrency(self) -> dict[str, Any]:
+        """Requests in flight per plane (and their maximum), and the most writes at once per identity."""
+        return self._call("GET", "/_lab/concurrency")
+
+    def reset_concurrency(self) -> None:
+        self._call("DELETE", "/_lab/concurrency")
+
     # -------------------------------------------------------------- the kube-apiserver's audit log, for tests
     def kube_mark(self) -> int:
         return controlplane.audit_mark(self.workdir / "kube")

@@ -52,6 +52,40 @@ def failure(capsys: pytest.CaptureFixture[str], call: t.Callable[[], t.Any]) -> 
     return json.loads(capsys.readouterr().out)
 
 
+class Pager:
+    """An azure-core ``ItemPaged`` stand-in for fake SDK clients: iterable, and ``by_page()`` gives the pages
+    (each one request to the service)."""
+
+    def __init__(self, items: t.Iterable[t.Any], page_size: int | None = None) -> None:
+        self.items = list(items)
+        self.page_size = page_size or max(1, len(self.items))
+
+    def __iter__(self) -> t.Iterator[t.Any]:
+        return iter(self.items)
+
+    def by_page(self) -> t.Iterator[t.Iterator[t.Any]]:
+        if not self.items:
+            return iter([iter([])])
+        return iter(iter(self.items[i : i + self.page_size]) for i in range(0, len(self.items), self.page_size))
+
+
+class RawResponse(t.NamedTuple):
+    """What a kubernetes client method returns with ``_preload_content=False``: the body, unparsed."""
+
+    data: bytes
+    status: int = 200
+
+
+def kube_answer(model: t.Any, preload: bool = True) -> t.Any:
+    """A fake kubernetes client's answer: the model, or (``_preload_content=False``) its JSON as the API server
+    sends it (camelCase), as the real client does."""
+    if preload:
+        return model
+    from kubernetes import client as k8s
+
+    return RawResponse(json.dumps(k8s.ApiClient().sanitize_for_serialization(model)).encode())
+
+
 # --- A local HTTP(S) server --------------------------------------------------------------------------------
 Route = t.Callable[["Request"], tuple[int, dict[str, str], bytes]]
 

@@ -17,20 +17,22 @@ Private to this collection: the names here may change without notice.
 
 from __future__ import annotations
 
-import enum
 import re
 import time
 import typing as t
 from dataclasses import dataclass
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import (
-    azure_call,
-    is_azure_not_found,
-    wait_for_lro,
-)
+from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import wait_for_lro
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import (
     WorkloadIdentityError,
     describe_failure,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
+    Clusters,
+    cluster_target,
+    new_cluster_model,
+    normalize_cluster,
+    set_oidc_settings,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
@@ -44,12 +46,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.re
     normalize_location,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_cluster_name
-
-try:
-    from azure.core import MatchConditions
-    from azure.mgmt.containerservice import models as aks_models
-except ImportError:  # AzureModule.require() reports the missing package when the client is first used
-    MatchConditions = aks_models = None
 
 PROVIDER_TYPE = "Microsoft.ContainerService/managedClusters"
 SUCCEEDED = "Succeeded"
@@ -123,10 +119,6 @@ def input_error(errors: list[str]) -> WorkloadIdentityError:
     return WorkloadIdentityError("Invalid options: " + "; ".join(errors), code="InvalidParameter")
 
 
-def cluster_target(resource_group: str, name: str) -> str:
-    return f"AKS cluster '{name}' in resource group '{resource_group}'"
-
-
 def default_dns_prefix(name: str, resource_group: str, subscription_id: str) -> str:
     """The DNS prefix az aks create chooses (azure-cli acs/custom.py ``_get_default_dns_prefix``): immutable, so
     it must be set on create; the subscription part keeps equal cluster names in other subscriptions apart."""
@@ -135,35 +127,6 @@ def default_dns_prefix(name: str, resource_group: str, subscription_id: str) -> 
         name_part = ("a" + name_part)[:10]
     group_part = re.sub(r"[^A-Za-z0-9-]", "", resource_group)[:16]
     return f"{name_part}-{group_part}-{subscription_id[:6]}"
-
-
-# --- Normalising ---------------------------------------------------------------------------------------------
-def _plain(value: t.Any) -> t.Any:
-    return value.value if isinstance(value, enum.Enum) else value
-
-
-def normalize_cluster(cluster: t.Any, resource_group: str) -> dict[str, t.Any]:
-    """A ManagedCluster model as this collection returns it; ``issuer_url`` is Azure's string, never rewritten."""
-    oidc = cluster.oidc_issuer_profile
-    security = cluster.security_profile
-    workload_identity = security.workload_identity if security is not None else None
-    return {
-        "id": cluster.id,
-        "name": cluster.name,
-        "resource_group": resource_group,
-        "location": cluster.location,
-        "kubernetes_version": cluster.kubernetes_version,
-        "current_kubernetes_version": cluster.current_kubernetes_version,
-        "provisioning_state": _plain(cluster.provisioning_state),
-        "oidc_issuer_enabled": bool(oidc is not None and oidc.enabled),
-        "issuer_url": oidc.issuer_url if oidc is not None else None,
-        "workload_identity_enabled": bool(workload_identity is not None and workload_identity.enabled),
-        "tags": dict(cluster.tags or {}),
-        "agent_pools": [
-            {"name": pool.name, "count": pool.count, "vm_size": pool.vm_size, "mode": _plain(pool.mode)}
-            for pool in cluster.agent_pool_profiles or []
-        ],
-    }
 
 
 # --- Plans (pure) --------------------------------------------------------------------------------------------
@@ -268,50 +231,16 @@ def plan_absent(actual: dict[str, t.Any] | None) -> Plan:
     return Plan(DELETE, actual, None, reason="delete")
 
 
-# --- Model edits (in place, on the model as read) ------------------------------------------------------------
-def apply_oidc_settings(cluster: t.Any, oidc_issuer: bool, workload_identity: bool) -> None:
-    """Set the two settings on the ManagedCluster as read; a setting already right is not touched, so a cluster
-    that never had ``securityProfile.workloadIdentity`` does not gain one for nothing."""
-    if oidc_issuer and not (cluster.oidc_issuer_profile and cluster.oidc_issuer_profile.enabled):
-        if cluster.oidc_issuer_profile is None:
-            cluster.oidc_issuer_profile = aks_models.ManagedClusterOIDCIssuerProfile(enabled=True)
-        else:
-            cluster.oidc_issuer_profile.enabled = True
-    security = cluster.security_profile
-    current = bool(security and security.workload_identity and security.workload_identity.enabled)
-    if current != bool(workload_identity):
-        if security is None:
-            security = cluster.security_profile = aks_models.ManagedClusterSecurityProfile()
-        security.workload_identity = aks_models.ManagedClusterSecurityProfileWorkloadIdentity(
-            enabled=bool(workload_identity)
-        )
-
-
-def new_cluster_model(spec: ClusterSpec, name: str, resource_group: str, subscription_id: str) -> t.Any:
-    """The body az aks create --enable-oidc-issuer --enable-workload-identity sends, minus what AKS defaults."""
-    pool = aks_models.ManagedClusterAgentPoolProfile(
-        name=DEFAULT_NODE_POOL,
-        count=spec.node_count or DEFAULT_NODE_COUNT,
-        vm_size=spec.vm_size,  # None: AKS picks a size with capacity in the region
-        mode="System",
-        os_type="Linux",
-        type="VirtualMachineScaleSets",
-    )
-    properties = aks_models.ManagedClusterProperties(
-        kubernetes_version=spec.kubernetes_version,  # None: the service's default version
+def new_model(spec: ClusterSpec, name: str, resource_group: str, subscription_id: str) -> t.Any:
+    """The body az aks create --enable-oidc-issuer --enable-workload-identity sends for this spec."""
+    return new_cluster_model(
+        location=t.cast(str, spec.location),
+        tags=spec.tags,
+        kubernetes_version=spec.kubernetes_version,
         dns_prefix=default_dns_prefix(name, resource_group, subscription_id),
-        agent_pool_profiles=[pool],
-        enable_rbac=True,
-        oidc_issuer_profile=aks_models.ManagedClusterOIDCIssuerProfile(enabled=True),
-        security_profile=aks_models.ManagedClusterSecurityProfile(
-            workload_identity=aks_models.ManagedClusterSecurityProfileWorkloadIdentity(enabled=True)
-        ),
-    )
-    return aks_models.ManagedCluster(
-        location=spec.location,
-        tags=dict(spec.tags) if spec.tags else None,
-        identity=aks_models.ManagedClusterIdentity(type="SystemAssigned"),
-        properties=properties,
+        pool_name=DEFAULT_NODE_POOL,
+        node_count=spec.node_count or DEFAULT_NODE_COUNT,
+        vm_size=spec.vm_size,
     )
 
 
@@ -355,48 +284,15 @@ class ClusterReconciler:
         self.clock = clock
         self.target = cluster_target(resource_group, name)
 
-    # -- thin SDK wrappers
+    # -- through the gateway
     def _get(self) -> tuple[t.Any, bool]:
-        """(cluster model or None, whether the resource group exists): one GET answers both (§3.1)."""
-        try:
-            model = azure_call(
-                lambda: self.azure.containerservice.managed_clusters.get(self.resource_group, self.name),
-                action="read",
-                target=self.target,
-            )
-        except WorkloadIdentityError as exc:
-            if not is_azure_not_found(exc):
-                raise
-            return None, exc.code != "ResourceGroupNotFound"
-        return model, True
+        return Clusters(self.azure).get_model(self.resource_group, self.name)
 
     def _begin_put(self, model: t.Any, action: str) -> t.Any:
-        kwargs: dict[str, t.Any] = {}
-        if getattr(model, "e_tag", None):
-            # Optimistic concurrency: a change made between our GET and PUT fails with 412 instead of being
-            # overwritten by the body we read; we then read again and re-plan.
-            kwargs.update(etag=model.e_tag, match_condition=MatchConditions.IfNotModified)
-        return azure_call(
-            lambda: self.azure.containerservice.managed_clusters.begin_create_or_update(
-                self.resource_group,
-                self.name,
-                model,
-                polling_interval=self.azure.polling_interval,
-                polling=self.wait,
-                **kwargs,
-            ),
-            action=action,
-            target=self.target,
-        )
+        return Clusters(self.azure).begin_put(self.resource_group, self.name, model, action, wait=self.wait)
 
     def _begin_delete(self) -> t.Any:
-        return azure_call(
-            lambda: self.azure.containerservice.managed_clusters.begin_delete(
-                self.resource_group, self.name, polling_interval=self.azure.polling_interval, polling=self.wait
-            ),
-            action="delete",
-            target=self.target,
-        )
+        return Clusters(self.azure).begin_delete(self.resource_group, self.name, wait=self.wait)
 
     def _create_resource_group(self, location: str) -> None:
         """Through the resource group reconciler (the cluster's GET already said the group is missing)."""
@@ -445,7 +341,7 @@ class ClusterReconciler:
             return ClusterResult(plan, plan.after, resource_group_created=create_group)
         if create_group:
             self._create_resource_group(spec.location)
-        model = new_cluster_model(spec, self.name, self.resource_group, self.azure.subscription_id)
+        model = new_model(spec, self.name, self.resource_group, self.azure.subscription_id)
         poller = self._begin_put(model, "create")
         final = self._finish(poller, deadline, f"create {self.target}")
         return ClusterResult(plan, normalize_cluster(final, self.resource_group), resource_group_created=create_group)
@@ -520,7 +416,7 @@ class ClusterReconciler:
             return ClusterResult(plan, normalize_cluster(final, self.resource_group))
 
     def _put_oidc(self, model: t.Any, plan: Plan, deadline: float) -> t.Any:
-        apply_oidc_settings(model, plan.after["oidc_issuer_enabled"], plan.after["workload_identity_enabled"])
+        set_oidc_settings(model, plan.after["oidc_issuer_enabled"], plan.after["workload_identity_enabled"])
         poller = self._begin_put(model, f"{plan.reason} on")
         return self._finish(poller, deadline, f"{plan.reason} on {self.target}")
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import (
-    CODE_CONCURRENT_FIC_WRITES,
-    azure_call,
-    azure_error_code,
-    azure_error_parts,
-    is_azure_not_found,
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
+    FederatedCredentials,
+    credential_id,
+    identity_id,
+    is_duplicate_pair,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError, retry
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     ADOPT,
     CREATE,
@@ -34,7 +33,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
     UPDATE,
     Plan,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.identity import identity_id
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     DEFAULT_AUDIENCE,
     MAX_FEDERATED_CREDENTIALS_PER_IDENTITY,
@@ -52,7 +50,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
 )
 
 DEFAULT_RETRY_TIMEOUT = 60.0  # seconds spent at most retrying one write (see is_transient_write_error)
-_DUPLICATE_PAIR = "issuer and subject combination already exists"  # §4, the 400 for a second (issuer, subject)
 
 
 @dataclass(frozen=True)
@@ -109,24 +106,6 @@ def validate(desired: DesiredCredential) -> list[str]:
         )
     errors += validate_federated_credential(name or "unnamed", desired.issuer, desired.subject, desired.audiences)
     return errors
-
-
-# --- normalised shape -----------------------------------------------------------------------------------------------
-def normalize_credential(credential: t.Any) -> dict[str, t.Any]:
-    """An azure-mgmt-msi FederatedIdentityCredential model (or its REST dict) as the collection returns it."""
-    data = credential.as_dict() if hasattr(credential, "as_dict") else dict(credential)
-    properties = data.get("properties") or {}
-    return {
-        "id": data.get("id"),
-        "name": data.get("name"),
-        "issuer": data.get("issuer", properties.get("issuer")),
-        "subject": data.get("subject", properties.get("subject")),
-        "audiences": list(data.get("audiences", properties.get("audiences")) or []),
-    }
-
-
-def credential_id(identity: str, name: str) -> str:
-    return f"{identity}/federatedIdentityCredentials/{name}"
 
 
 def _same_name(a: str | None, b: str | None) -> bool:
@@ -227,76 +206,29 @@ def _plan_absent(found: list[dict[str, t.Any]], desired: DesiredCredential) -> P
     return Plan(NONE, None, None, warnings, "no credential has the issuer and subject")
 
 
-# --- read and apply (the SDK boundary) ----------------------------------------------------------------------------
-def list_credentials(azure: t.Any, resource_group: str, identity_name: str) -> list[dict[str, t.Any]] | None:
-    """All credentials of the identity, normalised (every page), or None when the identity is not found."""
-    operations = azure.msi.federated_identity_credentials
-    return azure_call(
-        lambda: [normalize_credential(c) for c in operations.list(resource_group, identity_name)],
-        action="list the federated credentials of managed identity",
-        target=f"'{identity_name}' in resource group '{resource_group}'",
-        none_if_not_found=True,
-    )
-
-
-def is_parent_missing(exc: BaseException) -> bool:
-    """§4: a credential write on an identity Azure does not see (yet) gets 404 "The parent user-assigned identity
-    doesn't exist." Its code is UNVERIFIED (ARM's nested-resource 404 is ParentResourceNotFound), so any "not
-    found" 404 counts, except a missing resource group, which no wait will fix."""
-    return is_azure_not_found(exc) and azure_error_code(exc) != "ResourceGroupNotFound"
-
-
-def is_transient_write_error(exc: BaseException) -> bool:
-    """What azure-core does not retry but we do. 429 and 5xx are azure-core's (RETRY_POLICY_KWARGS), not ours."""
-    # §4: 409 ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity - another write on the identity.
-    if azure_error_code(exc) == CODE_CONCURRENT_FIC_WRITES:
-        return True
-    # §4: 404 for the parent identity on an identity created moments ago.
-    return is_parent_missing(exc)
-
-
-def is_duplicate_pair(exc: BaseException | None) -> bool:
-    """§4: 400 "Issuer and subject combination already exists for this Managed Identity."."""
-    if exc is None or getattr(exc, "status_code", None) != 400:
-        return False
-    return _DUPLICATE_PAIR in azure_error_parts(exc)[1].lower()
-
-
-def _retrying(call: t.Callable[[], t.Any], should_retry: t.Callable[[BaseException], bool], timeout: float) -> t.Any:
-    # Writes on one identity are serialised by Azure; short jittered waits let parallel writers interleave.
-    return retry(call, should_retry=should_retry, timeout=timeout, initial_delay=0.5, max_delay=8.0)
-
-
+# --- apply (through the gateway) -----------------------------------------------------------------------------------
 def apply(
-    azure: t.Any, desired: DesiredCredential, decided: Plan, *, timeout: float = DEFAULT_RETRY_TIMEOUT
+    azure: t.Any,
+    desired: DesiredCredential,
+    decided: Plan,
+    *,
+    timeout: float = DEFAULT_RETRY_TIMEOUT,
+    identity_known: bool = False,
 ) -> dict[str, t.Any] | None:
     """Carry out a plan; the credential as Azure returns it afterwards (None once deleted)."""
-    operations = azure.msi.federated_identity_credentials
-    rg, identity_name = desired.resource_group, desired.identity_name
+    credentials = FederatedCredentials(azure)
     if decided.action in (CREATE, UPDATE):
-        after = decided.after or {}
-        name = after["name"]
-        body = {"issuer": after["issuer"], "subject": after["subject"], "audiences": after["audiences"]}
-        written = azure_call(
-            lambda: _retrying(
-                lambda: operations.create_or_update(rg, identity_name, name, body), is_transient_write_error, timeout
-            ),
-            action=f"{decided.action} federated credential '{name}' on managed",
-            target=desired.identity_target,
+        return credentials.put(
+            desired.resource_group,
+            desired.identity_name,
+            decided.after or {},
+            action=decided.action,
+            retry_timeout=timeout,
+            identity_known=identity_known,
         )
-        return normalize_credential(written)
     if decided.action == DELETE:
-        name = (decided.before or {})["name"]
-        # A 404 here means the identity, and with it the credential, is gone: nothing left to delete.
-        azure_call(
-            lambda: _retrying(
-                lambda: operations.delete(rg, identity_name, name),
-                lambda exc: azure_error_code(exc) == CODE_CONCURRENT_FIC_WRITES,
-                timeout,
-            ),
-            action=f"delete federated credential '{name}' on managed",
-            target=desired.identity_target,
-            none_if_not_found=True,
+        credentials.delete(
+            desired.resource_group, desired.identity_name, (decided.before or {})["name"], retry_timeout=timeout
         )
         return None
     return decided.after
@@ -318,19 +250,30 @@ def reconcile(azure: t.Any, desired: DesiredCredential, *, timeout: float = DEFA
         raise WorkloadIdentityError(
             f"Invalid federated credential on {desired.identity_target}: {'; '.join(errors)}", code="InvalidParameter"
         )
-    credentials = list_credentials(azure, desired.resource_group, desired.identity_name)
+    gateway = FederatedCredentials(azure)
+    credentials = gateway.list(desired.resource_group, desired.identity_name)
     identity = identity_id(azure.subscription_id, desired.resource_group, desired.identity_name)
     decided = plan(credentials, desired, identity=identity)
+    if credentials is None and desired.state == "present" and not azure.check_mode:
+        # Found missing by reading: no write is sent (a PUT would only come back 404 again and again).
+        raise WorkloadIdentityError(
+            f"identity_name: managed {desired.identity_target} does not exist; create it first "
+            "(aks.workload_identity.managed_identity)",
+            code="ResourceNotFound",
+            status=404,
+            target=desired.identity_target,
+        )
     count = len(credentials or []) + {CREATE: 1, DELETE: -1}.get(decided.action, 0)
     if azure.check_mode or not decided.changed:
         return Outcome(decided, decided.after, count)
     try:
-        return Outcome(decided, apply(azure, desired, decided, timeout=timeout), count)
+        written = apply(azure, desired, decided, timeout=timeout, identity_known=credentials is not None)
+        return Outcome(decided, written, count)
     except WorkloadIdentityError as exc:
         if decided.action != CREATE or not is_duplicate_pair(exc.original):
             raise
         # Someone created the same issuer and subject between our list and our write (a parallel run): use theirs.
-        credentials = list_credentials(azure, desired.resource_group, desired.identity_name)
+        credentials = gateway.list(desired.resource_group, desired.identity_name)
         again = plan(credentials, desired, identity=identity)
         if again.changed:
             raise

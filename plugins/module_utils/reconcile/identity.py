@@ -15,8 +15,12 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import azure_call
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
+    Identities,
+    ResourceGroups,
+    identity_id,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
@@ -25,12 +29,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
     Plan,
     merge_owned,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.identity_lookup import (
-    normalize_identity,
-    read_identity,
-)
-
-IDENTITY_PROVIDER = "Microsoft.ManagedIdentity/userAssignedIdentities"
 
 
 @dataclass(frozen=True)
@@ -47,11 +45,6 @@ class DesiredIdentity:
     @property
     def target(self) -> str:
         return f"'{self.name}' in resource group '{self.resource_group}'"
-
-
-def identity_id(subscription_id: str, resource_group: str, name: str) -> str:
-    """The identity's resource ID as Azure returns it (lower-case ``resourcegroups``, azure-facts §2)."""
-    return f"/subscriptions/{subscription_id}/resourcegroups/{resource_group}/providers/{IDENTITY_PROVIDER}/{name}"
 
 
 def same_location(a: str | None, b: str | None) -> bool:
@@ -108,6 +101,7 @@ def _plan_create(desired: DesiredIdentity, location: str | None, subscription_id
     after = {
         "id": identity_id(subscription_id, desired.resource_group, desired.name) if subscription_id else None,
         "name": desired.name,
+        "resource_group": desired.resource_group,
         "location": location.replace(" ", "").lower(),  # as ARM stores it
         "tags": desired_tags(None, desired),
         # Azure makes these on create; unknown until then (check mode).
@@ -121,48 +115,34 @@ def _plan_create(desired: DesiredIdentity, location: str | None, subscription_id
 # --- read and apply (the SDK boundary) ----------------------------------------------------------------------------
 def resource_group_location(azure: t.Any, resource_group: str) -> str:
     """The location of a resource group: where an identity goes when none is given. One GET."""
-    group = azure_call(
-        lambda: azure.resources.resource_groups.get(resource_group),
-        action="read resource group",
-        target=f"'{resource_group}'",
-    )
-    return group.location
+    group = ResourceGroups(azure).get(resource_group)
+    if group is None:
+        raise WorkloadIdentityError(
+            f"resource_group: resource group '{resource_group}' does not exist; create it first",
+            code="ResourceGroupNotFound",
+            status=404,
+            target=resource_group,
+        )
+    return group["location"]
 
 
 def apply(azure: t.Any, desired: DesiredIdentity, decided: Plan) -> dict[str, t.Any] | None:
     """Carry out a plan; the identity as Azure returns it afterwards (None once deleted)."""
-    identities = azure.msi.user_assigned_identities
+    identities = Identities(azure)
     after = decided.after or {}
     if decided.action == CREATE:
-        body = {"location": after["location"], "tags": after["tags"]}
-        created = azure_call(
-            lambda: identities.create_or_update(desired.resource_group, desired.name, body),
-            action="create managed identity",
-            target=desired.target,
-        )
-        return normalize_identity(created)
+        return identities.create_or_update(desired.resource_group, desired.name, after["location"], after["tags"])
     if decided.action == UPDATE:
-        # PATCH (IdentityUpdate) replaces the tags and leaves everything else alone.
-        updated = azure_call(
-            lambda: identities.update(desired.resource_group, desired.name, {"tags": after["tags"]}),
-            action="update the tags of managed identity",
-            target=desired.target,
-        )
-        return normalize_identity(updated)
+        return identities.update_tags(desired.resource_group, desired.name, after["tags"])
     if decided.action == DELETE:
-        azure_call(
-            lambda: identities.delete(desired.resource_group, desired.name),
-            action="delete managed identity",
-            target=desired.target,
-            none_if_not_found=True,
-        )
+        identities.delete(desired.resource_group, desired.name)
         return None
     return decided.after
 
 
 def reconcile(azure: t.Any, desired: DesiredIdentity) -> tuple[Plan, dict[str, t.Any] | None]:
     """Read, plan, apply unless in check mode. Returns the plan and the identity afterwards (None when absent)."""
-    actual = read_identity(azure, desired.resource_group, desired.name)
+    actual = Identities(azure).get(desired.resource_group, desired.name)
     location = desired.location
     if actual is None and desired.state == "present" and not location:
         location = resource_group_location(azure, desired.resource_group)

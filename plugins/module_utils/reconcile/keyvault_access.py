@@ -22,8 +22,8 @@ import re
 import typing as t
 from dataclasses import dataclass
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import azure_call
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import Vaults
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
@@ -37,22 +37,14 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.ro
     reconcile_role_assignment,
     resolve_role,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import is_uuid
-
-try:
-    from azure.mgmt.keyvault.models import (
-        AccessPolicyEntry,
-        Permissions,
-        VaultAccessPolicyParameters,
-        VaultAccessPolicyProperties,
-    )
-except ImportError:  # AzureModule.require("azure-mgmt-keyvault") reports it before any call
-    AccessPolicyEntry = Permissions = VaultAccessPolicyParameters = VaultAccessPolicyProperties = None
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    SECRET_PERMISSIONS,
+    is_uuid,
+    sort_permissions,
+)
 
 MODEL_RBAC = "rbac"
 MODEL_ACCESS_POLICY = "access_policy"
-# keyvault.json SecretPermissions, in the order the portal lists them.
-SECRET_PERMISSIONS = ("get", "list", "set", "delete", "backup", "restore", "recover", "purge")
 # What a workload reading its secrets needs, as the workload identity quickstart grants it
 # (az keyvault set-policy --secret-permissions get); "list" is left out on purpose: least privilege.
 DEFAULT_SECRET_PERMISSIONS = ("get",)
@@ -93,50 +85,6 @@ def validate_secret_permissions(value: t.Any, field: str = "secret_permissions")
     if unknown:
         return [f"{field}: unknown permissions {unknown!r}; allowed: {', '.join(SECRET_PERMISSIONS)}"]
     return []
-
-
-def sort_permissions(permissions: t.Iterable[str]) -> list[str]:
-    """Lower-cased (Key Vault compares them without case), without duplicates, in the portal's order."""
-    unique = {str(p).lower() for p in permissions}
-    order = {name: index for index, name in enumerate(SECRET_PERMISSIONS)}
-    return sorted(unique, key=lambda p: (order.get(p, len(order)), p))
-
-
-def _mapping(model: t.Any) -> dict[str, t.Any]:
-    """azure-mgmt-keyvault 14 models are mappings of the REST (camelCase) names; as_dict() gives the same."""
-    if hasattr(model, "as_dict"):
-        return model.as_dict()
-    return dict(model or {})
-
-
-def normalize_access_policy(entry: t.Any) -> dict[str, t.Any]:
-    data = _mapping(entry)
-    permissions = data.get("permissions") or {}
-    return {
-        "tenant_id": data.get("tenantId"),
-        "object_id": data.get("objectId"),
-        "application_id": data.get("applicationId"),
-        "permissions": {
-            kind: sort_permissions(permissions.get(kind) or [])
-            for kind in ("keys", "secrets", "certificates", "storage")
-        },
-    }
-
-
-def normalize_vault(vault: t.Any) -> dict[str, t.Any]:
-    data = _mapping(vault)
-    properties = data.get("properties") or {}
-    parsed = parse_vault_id(data.get("id") or "")
-    return {
-        "id": data.get("id"),
-        "name": data.get("name"),
-        "resource_group": parsed[1] if parsed else None,
-        "location": data.get("location"),
-        "vault_uri": properties.get("vaultUri"),
-        "tenant_id": properties.get("tenantId"),
-        "enable_rbac_authorization": bool(properties.get("enableRbacAuthorization")),
-        "access_policies": [normalize_access_policy(p) for p in properties.get("accessPolicies") or []],
-    }
 
 
 def identity_policy(vault: dict[str, t.Any], object_id: str | None) -> dict[str, t.Any] | None:
@@ -199,39 +147,6 @@ def permission_change(plan: Plan) -> tuple[str, list[str]]:
     return "remove", [p for p in before if p not in after]
 
 
-# --- Azure calls (thin) ---------------------------------------------------------------------------------------------
-def read_vault(azure: t.Any, resource_group: str, name: str) -> dict[str, t.Any] | None:
-    """The vault, normalised, or None when it (or its resource group) does not exist. One GET."""
-    found = azure_call(
-        lambda: azure.keyvault_mgmt.vaults.get(resource_group, name),
-        action="read key vault",
-        target=f"'{name}' in resource group '{resource_group}'",
-        none_if_not_found=True,
-    )
-    return normalize_vault(found) if found is not None else None
-
-
-def update_access_policy(azure: t.Any, vault: dict[str, t.Any], kind: str, object_id: str, secrets: list[str]) -> None:
-    """accessPolicies/add or /remove for one identity. azure-mgmt-keyvault 14 sends a plain dict as it is (its
-    keys would go out snake_case), so the body is built from its model classes."""
-    parameters = VaultAccessPolicyParameters(
-        properties=VaultAccessPolicyProperties(
-            access_policies=[
-                AccessPolicyEntry(
-                    tenant_id=vault["tenant_id"], object_id=object_id, permissions=Permissions(secrets=list(secrets))
-                )
-            ]
-        )
-    )
-    azure_call(
-        lambda: azure.keyvault_mgmt.vaults.update_access_policy(
-            vault["resource_group"], vault["name"], kind, parameters
-        ),
-        action=f"{kind} secret permissions {', '.join(secrets)} {'to' if kind == 'add' else 'from'} the access policy",
-        target=f"of object ID '{object_id}' on key vault '{vault['name']}'",
-    )
-
-
 # --- The reconciler -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DesiredKeyVaultAccess:
@@ -256,7 +171,7 @@ class KeyVaultAccessOutcome:
 def reconcile_keyvault_access(
     azure: t.Any, resource_group: str, vault_name: str, desired: DesiredKeyVaultAccess, check_mode: bool
 ) -> KeyVaultAccessOutcome:
-    vault = read_vault(azure, resource_group, vault_name)
+    vault = Vaults(azure).get(resource_group, vault_name)
     if vault is None:
         if desired.state == "absent":
             return KeyVaultAccessOutcome(None, None, Plan(NONE, None, None, reason="the key vault does not exist"))
@@ -277,5 +192,5 @@ def reconcile_keyvault_access(
     plan = plan_access_policy(vault, desired.principal_id, desired.secret_permissions, desired.state)
     if plan.changed and not check_mode:
         kind, secrets = permission_change(plan)
-        update_access_policy(azure, vault, kind, t.cast(str, desired.principal_id), secrets)
+        Vaults(azure).update_access_policy(vault, kind, t.cast(str, desired.principal_id), secrets)
     return KeyVaultAccessOutcome(MODEL_ACCESS_POLICY, vault, plan, access_policy=plan.after)

@@ -19,7 +19,8 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8sApiCaller, delete_options
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import Namespaces
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
@@ -79,18 +80,6 @@ def validate(desired: DesiredNamespace) -> list[str]:
     return errors
 
 
-def normalize_namespace(namespace: t.Any) -> dict[str, t.Any]:
-    metadata = namespace.metadata
-    status = namespace.status
-    return {
-        "name": metadata.name,
-        "uid": metadata.uid,
-        "labels": dict(metadata.labels or {}),
-        "phase": (status.phase if status is not None else None) or "Active",
-        "terminating": metadata.deletion_timestamp is not None,
-    }
-
-
 def plan(actual: dict[str, t.Any] | None, desired: DesiredNamespace, contents: dict[str, t.Any] | None) -> Plan:
     if desired.state == ABSENT:
         if actual is None:
@@ -136,37 +125,34 @@ class Outcome:
         return self.plan.changed
 
 
-class NamespaceReconciler(K8sApiCaller):
-    """Reads, plans and applies one namespace (dry run in check mode)."""
+class NamespaceReconciler:
+    """Reads, plans and applies one namespace through the gateway (dry run in check mode)."""
 
-    def __init__(self, clients: t.Mapping[str, t.Any], *, clock: t.Callable[[], float] = time.monotonic, **caller):
-        super().__init__(**caller)
+    def __init__(
+        self,
+        clients: t.Mapping[str, t.Any],
+        *,
+        clock: t.Callable[[], float] = time.monotonic,
+        calls: ApiCalls | None = None,
+        **caller: t.Any,
+    ) -> None:
+        self.namespaces = Namespaces(clients["core_v1"], calls=calls, **caller)
         self.clients = clients
         self.clock = clock
-
-    @property
-    def core_v1(self) -> t.Any:
-        return self.clients["core_v1"]
+        self.dry_run = self.namespaces.dry_run
+        self.sleep = self.namespaces.sleep
 
     def read(self, name: str) -> dict[str, t.Any] | None:
-        found = self._call(
-            lambda: self.core_v1.read_namespace(name), "read namespace", f"'{name}'", none_if_not_found=True
-        )
-        return normalize_namespace(found) if found is not None else None
+        return self.namespaces.read(name)
 
     def list_contents(self, name: str) -> dict[str, t.Any]:
         """{kind: {count, names}} for the kinds that hold something, one LIST (limited to a page) per kind."""
         contents: dict[str, t.Any] = {}
         for kind, api, resource in CONTENT_KINDS:
-            method = getattr(self.clients[api], f"list_namespaced_{resource}")
-            listed = self._call(
-                lambda method=method: method(name, limit=NAMES_LISTED + len(AUTOMATIC_OBJECTS)),
-                f"list {kind}s in namespace",
-                f"'{name}'",
+            names, remaining = self.namespaces.list_names(
+                name, self.clients[api], resource, NAMES_LISTED + len(AUTOMATIC_OBJECTS)
             )
-            names = [item.metadata.name for item in listed.items if (kind, item.metadata.name) not in AUTOMATIC_OBJECTS]
-            # With a limit the API server says how many items the later pages hold (remainingItemCount).
-            remaining = getattr(listed.metadata, "remaining_item_count", None) or 0
+            names = [n for n in names if (kind, n) not in AUTOMATIC_OBJECTS]
             count = len(names) + remaining
             if count:
                 contents[kind] = {"count": count, "names": sorted(names)[:NAMES_LISTED]}
@@ -180,43 +166,17 @@ class NamespaceReconciler(K8sApiCaller):
         decided = plan(actual, desired, contents)
         outcome = Outcome(decided, actual, contents)
         if decided.action == CREATE:
-            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": desired.name}}
-            body["metadata"]["labels"] = decided.after["labels"]
-            created = self._call(
-                lambda: self.core_v1.create_namespace(body, **self._dry_run()), "create namespace", desired.target
-            )
-            outcome.namespace = normalize_namespace(created)
-            if self.dry_run:
-                outcome.namespace["uid"] = None  # a dry run answers with a uid that will never exist
+            outcome.namespace = self.namespaces.create(desired.name, decided.after["labels"])
         elif decided.action == UPDATE:
-            patch = {"metadata": {"labels": dict(desired.labels)}}  # a merge patch: None removes a label
-            patched = self._call(
-                lambda: self.core_v1.patch_namespace(desired.name, patch, **self._dry_run()),
-                "update namespace",
-                desired.target,
-            )
-            outcome.namespace = normalize_namespace(patched)
+            outcome.namespace = self.namespaces.patch_labels(desired.name, dict(desired.labels))
         elif decided.action == DELETE:
-            self._delete(actual, desired)
+            self.namespaces.delete(desired.name, actual["uid"])
             outcome.namespace = None if self.dry_run else self.read(desired.name)
         if desired.state == ABSENT and desired.wait and not self.dry_run and outcome.namespace is not None:
             self._wait_gone(desired)
             outcome.namespace = None
         outcome.deleted = desired.state == ABSENT and outcome.namespace is None and not self.dry_run
         return outcome
-
-    def _delete(self, actual: dict[str, t.Any], desired: DesiredNamespace) -> None:
-        # The uid precondition: never delete a namespace that was recreated since our read.
-        options = delete_options(self.dry_run, preconditions={"uid": actual["uid"]}, propagationPolicy="Background")
-        try:
-            self._call(
-                lambda: self.core_v1.delete_namespace(desired.name, body=options, **self._dry_run()),
-                "delete namespace",
-                desired.target,
-            )
-        except WorkloadIdentityError as error:
-            if error.status != 404:  # gone meanwhile: what we wanted
-                raise
 
     def _wait_gone(self, desired: DesiredNamespace) -> None:
         deadline = self.clock() + desired.wait_timeout

@@ -12,12 +12,14 @@ Private to this collection: the names here may change without notice.
 
 from __future__ import annotations
 
-import re
 import typing as t
 from dataclasses import dataclass
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import azure_call, wait_for_lro
+from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import wait_for_lro
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
+    ResourceGroups,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
@@ -26,10 +28,9 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
     Plan,
     merge_owned,
 )
-
-# ARM's rule for resource group names (Microsoft.Resources naming rules): 1-90 letters, digits, '_', '-', '.',
-# '(' or ')', not ending with a period.
-_NAME = re.compile(r"^[\w\-.()]{1,90}$")
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    validate_resource_group_name,
+)
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,7 @@ class DesiredResourceGroup:
 
 def validate_name(name: str) -> list[str]:
     """Azure's naming rule ("field: rule" messages, empty when valid)."""
-    if not _NAME.match(name or "") or name.endswith("."):
-        return [
-            f"name: {name!r} is not a valid resource group name (1-90 letters, digits, '_', '-', '.', '(' or ')', "
-            "not ending with '.')"
-        ]
-    return []
+    return validate_resource_group_name(name, "name")
 
 
 def check_input(desired: DesiredResourceGroup) -> None:
@@ -72,20 +68,6 @@ def resource_group_id(subscription_id: str, name: str) -> str:
 def normalize_location(location: str | None) -> str | None:
     """ARM stores locations as lower-case names without spaces: "West Europe" is "westeurope"."""
     return location.replace(" ", "").lower() if location else location
-
-
-def normalize_resource_group(group: t.Any) -> dict[str, t.Any]:
-    """An azure-mgmt-resource ResourceGroup model (or its REST dict) as the collection returns it."""
-    data = group.as_dict() if hasattr(group, "as_dict") else dict(group)
-    properties = data.get("properties") or {}
-    return {
-        "id": data.get("id"),
-        "name": data.get("name"),
-        "location": data.get("location"),
-        "tags": dict(data.get("tags") or {}),
-        "managed_by": data.get("managed_by", data.get("managedBy")),
-        "provisioning_state": properties.get("provisioning_state", properties.get("provisioningState")),
-    }
 
 
 def desired_tags(current: t.Mapping[str, str] | None, desired: DesiredResourceGroup) -> dict[str, str]:
@@ -150,49 +132,24 @@ def _plan_create(desired: DesiredResourceGroup, subscription_id: str | None) -> 
     return Plan(CREATE, None, after, reason="the resource group does not exist")
 
 
-# --- read and apply (the SDK boundary) ----------------------------------------------------------------------------
+# --- apply (through the gateway) -----------------------------------------------------------------------------------
 def read_resource_group(azure: t.Any, name: str) -> dict[str, t.Any] | None:
-    """The group, normalised, or None when it does not exist. One GET."""
-    found = azure_call(
-        lambda: azure.resources.resource_groups.get(name),
-        action="read resource group",
-        target=f"'{name}'",
-        none_if_not_found=True,
-    )
-    return normalize_resource_group(found) if found is not None else None
+    return ResourceGroups(azure).get(name)
 
 
 def apply(
     azure: t.Any, desired: DesiredResourceGroup, decided: Plan, *, wait: bool = True, wait_timeout: float = 1800
 ) -> dict[str, t.Any] | None:
     """Carry out a plan; the group as Azure returns it afterwards (None once deleted or while being deleted)."""
-    groups = azure.resources.resource_groups
+    groups = ResourceGroups(azure)
     after = decided.after or {}
     if decided.action == CREATE:
-        body = {"location": after["location"], "tags": after["tags"]}
-        created = azure_call(
-            lambda: groups.create_or_update(desired.name, body),
-            action="create resource group",
-            target=desired.target,
-        )
-        return normalize_resource_group(created)
+        return groups.create_or_update(desired.name, after["location"], after["tags"])
     if decided.action == UPDATE:
-        # PATCH (ResourceGroupPatchable) replaces the tags and leaves the rest alone; a PUT would also do it, but
-        # any property the PUT body leaves out (managedBy) would be reset.
-        updated = azure_call(
-            lambda: groups.update(desired.name, {"tags": after["tags"]}),
-            action="update the tags of resource group",
-            target=desired.target,
-        )
-        return normalize_resource_group(updated)
+        return groups.update_tags(desired.name, after["tags"])
     if decided.action == DELETE:
         # ARM deletes a group asynchronously (202 + Location), taking every resource in it along.
-        poller = azure_call(
-            lambda: groups.begin_delete(desired.name, polling_interval=azure.polling_interval, polling=wait),
-            action="delete resource group",
-            target=desired.target,
-            none_if_not_found=True,
-        )
+        poller = groups.begin_delete(desired.name, wait=wait)
         if poller is not None and wait:
             wait_for_lro(poller, wait_timeout, f"delete resource group {desired.target}")
         return None

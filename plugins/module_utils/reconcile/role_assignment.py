@@ -19,37 +19,31 @@ Private to this collection: the names here may change without notice.
 from __future__ import annotations
 
 import re
-import time
 import typing as t
 import uuid
 from dataclasses import dataclass
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import (
     CODE_PRINCIPAL_NOT_FOUND,
-    azure_call,
     azure_error_code,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError, retry
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
+    Identities,
+    RoleAssignments,
+    RoleDefinitions,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
     NONE,
     Plan,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.identity_lookup import (
-    normalize_identity,
-    read_identity,
-)
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     BUILTIN_ROLES,
     is_uuid,
     role_definition_guid,
 )
-
-try:
-    from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
-except ImportError:  # AzureModule.require("azure-mgmt-authorization") reports it before any call
-    RoleAssignmentCreateParameters = None
 
 # §9: 409 when the (scope, principal, role) triple already has an assignment under another name.
 CODE_ROLE_ASSIGNMENT_EXISTS = "RoleAssignmentExists"
@@ -163,27 +157,6 @@ class DesiredRoleAssignment:
         }
 
 
-def normalize_role_assignment(assignment: t.Any, role_name: str | None = None) -> dict[str, t.Any]:
-    """An azure-mgmt-authorization RoleAssignment (or its flat or ARM-shaped dict) as this collection returns it."""
-    data = assignment.as_dict() if hasattr(assignment, "as_dict") else dict(assignment)
-    properties = data.get("properties") or {}
-
-    def field(snake: str, camel: str) -> t.Any:
-        return data.get(snake) if data.get(snake) is not None else properties.get(camel)
-
-    definition_id = field("role_definition_id", "roleDefinitionId")
-    guid = role_definition_guid(definition_id or "")
-    return {
-        "id": data.get("id"),
-        "name": data.get("name"),
-        "scope": field("scope", "scope"),
-        "role_definition_id": definition_id,
-        "role_name": role_name or _BUILTIN_NAMES.get(guid or ""),
-        "principal_id": field("principal_id", "principalId"),
-        "principal_type": field("principal_type", "principalType"),
-    }
-
-
 def matching_assignments(
     assignments: t.Iterable[dict[str, t.Any]], scope: str, principal_id: str | None, role_guid: str
 ) -> list[dict[str, t.Any]]:
@@ -232,21 +205,7 @@ def resolve_role(azure: t.Any, scope: str, role: str) -> Role:
     guid = role_definition_guid(role)
     if guid is not None:
         return Role(guid, role if role in BUILTIN_ROLES else _BUILTIN_NAMES.get(guid))
-    quoted = role.replace("'", "''")  # OData string literal
-    definitions = azure_call(
-        lambda: list(
-            azure.authorization.role_definitions.list(normalize_scope(scope), filter=f"roleName eq '{quoted}'")
-        ),
-        action="look up role definition",
-        target=f"'{role}' at scope '{normalize_scope(scope)}'",
-    )
-    named = {}
-    for definition in definitions:
-        data = definition.as_dict() if hasattr(definition, "as_dict") else dict(definition)
-        name = data.get("role_name") or (data.get("properties") or {}).get("roleName")
-        found_guid = role_definition_guid(data.get("id") or "") or role_definition_guid(data.get("name") or "")
-        if found_guid and isinstance(name, str) and name.lower() == role.lower():
-            named[found_guid] = name
+    named = RoleDefinitions(azure).find_by_name(normalize_scope(scope), role)
     if not named:
         raise WorkloadIdentityError(
             f"role: no role definition named {role!r} is visible at scope '{normalize_scope(scope)}'; give a "
@@ -267,51 +226,27 @@ def resolve_role(azure: t.Any, scope: str, role: str) -> Role:
 
 def list_principal_assignments(azure: t.Any, scope: str, principal_id: str) -> list[dict[str, t.Any]]:
     """One list: the principal's assignments at, above and below the scope, normalised."""
-    scope = normalize_scope(scope)
-    found = azure_call(
-        lambda: list(
-            azure.authorization.role_assignments.list_for_scope(scope, filter=f"principalId eq '{principal_id}'")
-        ),
-        action="list role assignments",
-        target=f"of principal '{principal_id}' at scope '{scope}'",
-    )
-    return [normalize_role_assignment(a) for a in found]
+    return RoleAssignments(azure).list_for_principal(normalize_scope(scope), principal_id)
 
 
 def create_assignment(azure: t.Any, desired: DesiredRoleAssignment) -> dict[str, t.Any]:
     """PUT the assignment under its deterministic name, retrying PrincipalNotFound for a bounded time."""
-    scope, name = normalize_scope(desired.scope), t.cast(str, desired.name)
-    parameters = RoleAssignmentCreateParameters(
-        role_definition_id=desired.role_definition_id,
-        principal_id=desired.principal_id,
-        principal_type=desired.principal_type,
+    created = RoleAssignments(azure).create(
+        normalize_scope(desired.scope),
+        t.cast(str, desired.name),
+        desired.role_definition_id,
+        t.cast(str, desired.principal_id),
+        desired.principal_type,
+        # §9: Entra has not replicated a principal created moments ago (400 PrincipalNotFound).
+        retry_while=lambda exc: azure_error_code(exc) == CODE_PRINCIPAL_NOT_FOUND,
+        retry_timeout=PRINCIPAL_NOT_FOUND_TIMEOUT,
+        description=_describe(desired),
     )
-    created = azure_call(
-        lambda: retry(
-            lambda: azure.authorization.role_assignments.create(scope, name, parameters),
-            # §9: Entra has not replicated a principal created moments ago (400 PrincipalNotFound).
-            should_retry=lambda exc: azure_error_code(exc) == CODE_PRINCIPAL_NOT_FOUND,
-            timeout=PRINCIPAL_NOT_FOUND_TIMEOUT,
-            sleep=_sleep,
-        ),
-        action="create role assignment",
-        target=_describe(desired),
-    )
-    return normalize_role_assignment(created, desired.role.name)
-
-
-def _sleep(seconds: float) -> None:
-    time.sleep(seconds)  # time.sleep looked up per call, so tests can stub the clock
+    return {**created, "role_name": desired.role.name or created.get("role_name")}
 
 
 def delete_assignment(azure: t.Any, assignment: dict[str, t.Any]) -> None:
-    scope, name = normalize_scope(assignment["scope"]), assignment["name"]
-    azure_call(
-        lambda: azure.authorization.role_assignments.delete(scope, name),
-        action="delete role assignment",
-        target=f"'{name}' at scope '{scope}'",
-        none_if_not_found=True,  # already gone: the desired state holds
-    )
+    RoleAssignments(azure).delete(normalize_scope(assignment["scope"]), assignment["name"])
 
 
 def _describe(desired: DesiredRoleAssignment) -> str:
@@ -332,20 +267,6 @@ class Principal:
     missing: str | None = None
 
 
-def find_identity_by_client_id(azure: t.Any, client_id: str) -> dict[str, t.Any] | None:
-    """The user-assigned identity with this client ID: one list of the subscription's identities (paged)."""
-    identities = azure_call(
-        lambda: list(azure.msi.user_assigned_identities.list_by_subscription()),
-        action="list managed identities",
-        target=f"in subscription '{azure.subscription_id}' to find client ID '{client_id}'",
-    )
-    for identity in identities:
-        normalized = normalize_identity(identity)
-        if str(normalized.get("client_id") or "").lower() == client_id.lower():
-            return normalized
-    return None
-
-
 def resolve_principal(
     azure: t.Any,
     *,
@@ -360,7 +281,7 @@ def resolve_principal(
         return Principal(principal_id)
     if identity_name:
         where = f"managed identity '{identity_name}' in resource group '{identity_resource_group}'"
-        identity = read_identity(azure, t.cast(str, identity_resource_group), identity_name)
+        identity = Identities(azure).get(t.cast(str, identity_resource_group), identity_name)
         if identity is None:
             return Principal(None, None, f"{where} does not exist")
         if client_id and str(identity.get("client_id") or "").lower() != client_id.lower():
@@ -371,7 +292,7 @@ def resolve_principal(
             )
         return Principal(identity.get("principal_id"), identity)
     if client_id:
-        identity = find_identity_by_client_id(azure, client_id)
+        identity = Identities(azure).find_by_client_id(client_id)
         if identity is None:
             where = f"no user-assigned managed identity in subscription '{azure.subscription_id}'"
             return Principal(None, None, f"{where} has client ID '{client_id}'")

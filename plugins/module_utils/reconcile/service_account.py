@@ -19,11 +19,15 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
-    K8sApiCaller,
-    Raced,
-    status_details_kind,
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
+    NamespaceMissing,
+    Namespaces,
+    Pods,
+    ServiceAccounts,
+    normalize_service_account,
 )
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import Raced
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
@@ -156,26 +160,6 @@ def validate_qualified_name(key: t.Any, where: str) -> list[str]:
 
 
 # --- Normalising ------------------------------------------------------------------------------------------------
-def normalize_service_account(service_account: t.Any) -> dict[str, t.Any]:
-    """A ServiceAccount (kubernetes model or API dict) as the collection reports it, with the webhook's settings."""
-    if hasattr(service_account, "to_dict"):
-        metadata = service_account.to_dict().get("metadata") or {}
-    else:
-        metadata = dict(service_account or {}).get("metadata") or {}
-    annotations = dict(metadata.get("annotations") or {})
-    expiration = annotations.get(ANNOTATION_SERVICE_ACCOUNT_TOKEN_EXPIRATION)
-    return {
-        "namespace": metadata.get("namespace"),
-        "name": metadata.get("name"),
-        "uid": metadata.get("uid"),
-        "labels": dict(metadata.get("labels") or {}),
-        "annotations": annotations,
-        "client_id": annotations.get(ANNOTATION_CLIENT_ID),
-        "tenant_id": annotations.get(ANNOTATION_TENANT_ID),
-        "token_expiration": int(expiration) if isinstance(expiration, str) and expiration.isdigit() else None,
-    }
-
-
 def _comparable(service_account: dict[str, t.Any] | None) -> dict[str, t.Any] | None:
     """The normalised dict without what only the server assigns, for plans and diffs."""
     if service_account is None:
@@ -316,50 +300,27 @@ class Outcome:
         return self.plan.changed
 
 
-class ServiceAccountReconciler(K8sApiCaller):
-    """Reads, plans and applies one ServiceAccount through a kubernetes ``CoreV1Api``.
+class ServiceAccountReconciler:
+    """Reads, plans and applies one ServiceAccount through the gateways, on a kubernetes ``CoreV1Api``.
 
     ``dry_run`` (check mode) sends every write with ``dryRun=All``: the API server validates, runs admission and
     answers with the result, and persists nothing.
     """
 
-    def __init__(self, core_v1: t.Any, **caller: t.Any) -> None:
-        super().__init__(**caller)
-        self.core_v1 = core_v1
+    def __init__(self, core_v1: t.Any, *, calls: ApiCalls | None = None, **caller: t.Any) -> None:
+        self.accounts = ServiceAccounts(core_v1, calls=calls, **caller)
+        self.namespaces = Namespaces(core_v1, calls=self.accounts.calls, **caller)
+        self.pods = Pods(core_v1, calls=self.accounts.calls, **caller)
+        self.dry_run = self.accounts.dry_run
 
     def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
-        found = self._call(
-            lambda: self.core_v1.read_namespaced_service_account(name, namespace),
-            "read ServiceAccount",
-            f"'{namespace}/{name}'",
-            none_if_not_found=True,
-        )
-        return normalize_service_account(found) if found is not None else None
-
-    def list_pods_using(self, namespace: str, name: str) -> list[str]:
-        """Names of the pods in the namespace that run as the ServiceAccount (finished pods left out). One LIST."""
-        pods = self._call(
-            lambda: self.core_v1.list_namespaced_pod(namespace, field_selector=f"spec.serviceAccountName={name}"),
-            "list pods in namespace",
-            f"'{namespace}'",
-        )
-        names = []
-        for pod in getattr(pods, "items", None) or []:
-            if getattr(pod.status, "phase", None) in ("Succeeded", "Failed"):
-                continue
-            if getattr(pod.spec, "service_account_name", None) == name:  # the field selector, double-checked
-                names.append(pod.metadata.name)
-        return sorted(names)
+        return self.accounts.read(namespace, name)
 
     def _create(self, plan: Plan, desired: DesiredServiceAccount, outcome: Outcome) -> t.Any:
         body = create_body(plan)
         try:
-            return self._post_service_account(body, desired)
-        except WorkloadIdentityError as error:
-            if error.status == 409 and error.code == "AlreadyExists":
-                raise Raced() from error
-            if not (error.status == 404 and status_details_kind(error) == "namespaces"):
-                raise
+            return self.accounts.create(desired.namespace, body)
+        except NamespaceMissing as error:
             if not desired.create_namespace:
                 raise WorkloadIdentityError(
                     f"Failed to create ServiceAccount {desired.target}: namespace '{desired.namespace}' does not "
@@ -369,42 +330,17 @@ class ServiceAccountReconciler(K8sApiCaller):
                     target=desired.target,
                     exception=error.original,
                 ) from error
-        self._create_namespace(self.core_v1, desired.namespace)
+        self.namespaces.create(desired.namespace)
         outcome.namespace_created = True
         if self.dry_run:
             return None  # the namespace exists only in the dry run: the ServiceAccount cannot be dry-run inside it
-        try:
-            return self._post_service_account(body, desired)
-        except WorkloadIdentityError as error:
-            if error.status == 409 and error.code == "AlreadyExists":
-                raise Raced() from error
-            raise
-
-    def _post_service_account(self, body: dict[str, t.Any], desired: DesiredServiceAccount) -> t.Any:
-        return self._call(
-            lambda: self.core_v1.create_namespaced_service_account(desired.namespace, body, **self._dry_run()),
-            "create ServiceAccount",
-            desired.target,
-        )
+        return self.accounts.create(desired.namespace, body)
 
     def _patch(self, plan: Plan, desired: DesiredServiceAccount) -> t.Any:
-        return self._patch_or_raced(
-            lambda **dry_run: self.core_v1.patch_namespaced_service_account(
-                desired.name, desired.namespace, patch_body(plan), **dry_run
-            ),
-            "update ServiceAccount",
-            desired.target,
-        )
+        return self.accounts.patch(desired.namespace, desired.name, patch_body(plan))
 
     def _delete(self, uid: str | None, desired: DesiredServiceAccount) -> None:
-        self._delete_or_raced(
-            lambda **options: self.core_v1.delete_namespaced_service_account(
-                desired.name, desired.namespace, **options
-            ),
-            uid,
-            "delete ServiceAccount",
-            desired.target,
-        )
+        self.accounts.delete(desired.namespace, desired.name, uid)
 
     # The whole round.
     def reconcile(self, desired: DesiredServiceAccount) -> Outcome:
@@ -429,9 +365,23 @@ class ServiceAccountReconciler(K8sApiCaller):
             target=desired.target,
         )
 
+    def apply(self, actual: dict[str, t.Any] | None, desired: DesiredServiceAccount, decided: Plan) -> Outcome:
+        """Carry out a plan made from ``actual`` (read by the caller, for example in one list of the namespace);
+        when another writer changed the object since, read it again and start over."""
+        outcome = Outcome(decided, actual, warnings=list(decided.warnings))
+        if settings_change_affects_pods(decided):
+            self._check_pods(decided, desired, outcome)
+        if not decided.changed:
+            return outcome
+        try:
+            self._apply(actual, desired, outcome)
+        except Raced:
+            return self.reconcile(desired)
+        return outcome
+
     def _check_pods(self, decided: Plan, desired: DesiredServiceAccount, outcome: Outcome) -> None:
         try:
-            outcome.stale_pods = self.list_pods_using(desired.namespace, desired.name)
+            outcome.stale_pods = self.pods.names_using(desired.namespace, desired.name)
         except WorkloadIdentityError as error:
             # Only a warning depends on it (and the lab's least-privileged Role may not allow it): go on.
             outcome.stale_pods = None

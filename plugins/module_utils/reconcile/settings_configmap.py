@@ -19,11 +19,14 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
-    K8sApiCaller,
-    Raced,
-    status_details_kind,
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
+    ConfigMaps,
+    NamespaceMissing,
+    Namespaces,
+    normalize_configmap,
 )
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import Raced
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
@@ -113,21 +116,6 @@ def _validate_data(data: t.Any) -> list[str]:
 
 
 # --- Normalising ------------------------------------------------------------------------------------------------
-def normalize_configmap(configmap: t.Any) -> dict[str, t.Any]:
-    """A ConfigMap (kubernetes model or API dict) as the collection reports it (``binaryData`` by key only)."""
-    document = configmap.to_dict() if hasattr(configmap, "to_dict") else dict(configmap or {})
-    metadata = document.get("metadata") or {}
-    binary = document.get("binary_data") or document.get("binaryData") or {}
-    return {
-        "namespace": metadata.get("namespace"),
-        "name": metadata.get("name"),
-        "uid": metadata.get("uid"),
-        "labels": dict(metadata.get("labels") or {}),
-        "data": dict(document.get("data") or {}),
-        "binary_data_keys": sorted(binary),
-    }
-
-
 def _comparable(configmap: dict[str, t.Any] | None) -> dict[str, t.Any] | None:
     if configmap is None:
         return None
@@ -217,41 +205,23 @@ class Outcome:
         return self.plan.changed
 
 
-class ConfigMapReconciler(K8sApiCaller):
-    """Reads, plans and applies one ConfigMap through a kubernetes ``CoreV1Api`` (dry run in check mode)."""
+class ConfigMapReconciler:
+    """Reads, plans and applies one ConfigMap through the gateways, on a kubernetes ``CoreV1Api`` (dry run in
+    check mode)."""
 
-    def __init__(self, core_v1: t.Any, **caller: t.Any) -> None:
-        super().__init__(**caller)
-        self.core_v1 = core_v1
+    def __init__(self, core_v1: t.Any, *, calls: ApiCalls | None = None, **caller: t.Any) -> None:
+        self.configmaps = ConfigMaps(core_v1, calls=calls, **caller)
+        self.namespaces = Namespaces(core_v1, calls=self.configmaps.calls, **caller)
+        self.dry_run = self.configmaps.dry_run
 
     def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
-        found = self._call(
-            lambda: self.core_v1.read_namespaced_config_map(name, namespace),
-            "read ConfigMap",
-            f"'{namespace}/{name}'",
-            none_if_not_found=True,
-        )
-        return normalize_configmap(found) if found is not None else None
-
-    def _post(self, body: dict[str, t.Any], desired: DesiredConfigMap) -> t.Any:
-        try:
-            return self._call(
-                lambda: self.core_v1.create_namespaced_config_map(desired.namespace, body, **self._dry_run()),
-                "create ConfigMap",
-                desired.target,
-            )
-        except WorkloadIdentityError as error:
-            if error.status == 409 and error.code == "AlreadyExists":
-                raise Raced() from error
-            raise
+        return self.configmaps.read(namespace, name)
 
     def _create(self, plan: Plan, desired: DesiredConfigMap, outcome: Outcome) -> t.Any:
         body = create_body(plan)
         try:
-            return self._post(body, desired)
-        except WorkloadIdentityError as error:
-            if not (error.status == 404 and status_details_kind(error) == "namespaces"):
-                raise
+            return self.configmaps.create(desired.namespace, body)
+        except NamespaceMissing as error:
             if not desired.create_namespace:
                 raise WorkloadIdentityError(
                     f"Failed to create ConfigMap {desired.target}: namespace '{desired.namespace}' does not exist; "
@@ -261,28 +231,29 @@ class ConfigMapReconciler(K8sApiCaller):
                     target=desired.target,
                     exception=error.original,
                 ) from error
-        self._create_namespace(self.core_v1, desired.namespace)
+        self.namespaces.create(desired.namespace)
         outcome.namespace_created = True
         if self.dry_run:
             return None  # the namespace exists only in the dry run: the ConfigMap cannot be dry-run inside it
-        return self._post(body, desired)
+        return self.configmaps.create(desired.namespace, body)
 
     def _patch(self, plan: Plan, desired: DesiredConfigMap) -> t.Any:
-        return self._patch_or_raced(
-            lambda **dry_run: self.core_v1.patch_namespaced_config_map(
-                desired.name, desired.namespace, patch_body(plan), **dry_run
-            ),
-            "update ConfigMap",
-            desired.target,
-        )
+        return self.configmaps.patch(desired.namespace, desired.name, patch_body(plan))
 
     def _delete(self, uid: str | None, desired: DesiredConfigMap) -> None:
-        self._delete_or_raced(
-            lambda **options: self.core_v1.delete_namespaced_config_map(desired.name, desired.namespace, **options),
-            uid,
-            "delete ConfigMap",
-            desired.target,
-        )
+        self.configmaps.delete(desired.namespace, desired.name, uid)
+
+    def apply(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap, decided: Plan) -> Outcome:
+        """Carry out a plan made from ``actual`` (read by the caller); when another writer changed the object
+        since, read it again and start over."""
+        outcome = Outcome(decided, actual)
+        if not decided.changed:
+            return outcome
+        try:
+            self._apply(actual, desired, outcome)
+        except Raced:
+            return self.reconcile(desired)
+        return outcome
 
     def reconcile(self, desired: DesiredConfigMap) -> Outcome:
         """Read -> plan -> apply, again from the read when another writer got in between."""

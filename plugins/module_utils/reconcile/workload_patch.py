@@ -20,7 +20,11 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8sApiCaller
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
+    KINDS,
+    PodTemplates,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import NONE, UPDATE, Plan, merge_owned
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ANNOTATION_INJECT_PROXY_SIDECAR,
@@ -34,26 +38,8 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
 
 PRESENT = "present"
 ABSENT = "absent"
-MERGE_PATCH = "application/merge-patch+json"
 
 
-@dataclass(frozen=True)
-class Kind:
-    """Where a workload kind lives in the API and where its pod template sits (camelCase path in the object)."""
-
-    api: str  # the K8sModule client property
-    resource: str  # the kubernetes client's method suffix: read_namespaced_<resource>
-    template_path: tuple[str, ...]
-    rolls_out: bool  # a template change replaces the running pods (a CronJob's only affects its next jobs)
-
-
-# A Job's pod template is immutable and a bare Pod's serviceAccountName too: neither can be patched.
-KINDS: dict[str, Kind] = {
-    "Deployment": Kind("apps_v1", "deployment", ("spec", "template"), True),
-    "StatefulSet": Kind("apps_v1", "stateful_set", ("spec", "template"), True),
-    "DaemonSet": Kind("apps_v1", "daemon_set", ("spec", "template"), True),
-    "CronJob": Kind("batch_v1", "cron_job", ("spec", "jobTemplate", "spec", "template"), False),
-}
 PROXY_ANNOTATIONS = (ANNOTATION_INJECT_PROXY_SIDECAR, ANNOTATION_PROXY_SIDECAR_PORT)
 MIN_PORT, MAX_PORT = 1, 65535
 
@@ -96,49 +82,6 @@ def validate(desired: DesiredPodTemplate) -> list[str]:
 
 
 # --- Normalising ------------------------------------------------------------------------------------------------
-def _field(document: t.Mapping[str, t.Any] | None, camel: str) -> t.Any:
-    """A field of an API dict (camelCase) or of a kubernetes model's ``to_dict()`` (snake_case)."""
-    if not document:
-        return None
-    if camel in document:
-        return document[camel]
-    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
-    return document.get(snake)
-
-
-def pod_template_of(workload: t.Mapping[str, t.Any], kind: str) -> dict[str, t.Any]:
-    node: t.Any = workload
-    for step in KINDS[kind].template_path:
-        node = _field(node, step) or {}
-    return dict(node)
-
-
-def normalize_workload(workload: t.Any, kind: str) -> dict[str, t.Any]:
-    """The workload as this collection reports it: identity and the parts of its pod template the webhook reads."""
-    document = workload.to_dict() if hasattr(workload, "to_dict") else dict(workload or {})
-    metadata = _field(document, "metadata") or {}
-    template = pod_template_of(document, kind)
-    template_metadata = _field(template, "metadata") or {}
-    template_spec = _field(template, "spec") or {}
-    labels = dict(_field(template_metadata, "labels") or {})
-    annotations = dict(_field(template_metadata, "annotations") or {})
-    port = annotations.get(ANNOTATION_PROXY_SIDECAR_PORT)
-    return {
-        "kind": kind,
-        "namespace": _field(metadata, "namespace"),
-        "name": _field(metadata, "name"),
-        "uid": _field(metadata, "uid"),
-        # serviceAccount is the deprecated alias the API server still fills in from serviceAccountName
-        "service_account": _field(template_spec, "serviceAccountName") or _field(template_spec, "serviceAccount"),
-        "deprecated_service_account": _field(template_spec, "serviceAccount"),
-        "labels": labels,
-        "annotations": annotations,
-        "workload_identity": labels.get(LABEL_USE) == LABEL_USE_VALUE,
-        "proxy_sidecar": annotations.get(ANNOTATION_INJECT_PROXY_SIDECAR) == "true",
-        "proxy_sidecar_port": int(port) if isinstance(port, str) and port.isdigit() else None,
-    }
-
-
 def _comparable(workload: dict[str, t.Any] | None) -> dict[str, t.Any] | None:
     """The normalised dict without what only the server assigns or what merely mirrors another field."""
     if workload is None:
@@ -252,61 +195,34 @@ class Outcome:
         return self.plan.changed
 
 
-class PodTemplateReconciler(K8sApiCaller):
-    """Reads, plans and patches one workload's pod template.
+class PodTemplateReconciler:
+    """Reads, plans and patches one workload's pod template through the gateway.
 
     ``clients`` maps the API group client names of ``KINDS`` (``apps_v1``, ``batch_v1``) to kubernetes client
     objects. ``dry_run`` (check mode) sends the patch with ``dryRun=All``: the API server validates and answers
     with the result, and persists nothing.
     """
 
-    def __init__(self, clients: t.Mapping[str, t.Any], **caller: t.Any) -> None:
-        super().__init__(**caller)
-        self.clients = clients
-
-    def _method(self, verb: str, kind: str) -> t.Callable[..., t.Any]:
-        spec = KINDS[kind]
-        return getattr(self.clients[spec.api], f"{verb}_namespaced_{spec.resource}")
+    def __init__(self, clients: t.Mapping[str, t.Any], *, calls: ApiCalls | None = None, **caller: t.Any) -> None:
+        self.templates = PodTemplates(clients, calls=calls, **caller)
 
     def read(self, desired: DesiredPodTemplate) -> dict[str, t.Any] | None:
-        found = self._call(
-            lambda: self._method("read", desired.kind)(desired.name, desired.namespace),
-            "read",
-            desired.target,
-            none_if_not_found=True,
-        )
-        return normalize_workload(found, desired.kind) if found is not None else None
-
-    def _patch(self, body: dict[str, t.Any], desired: DesiredPodTemplate) -> t.Any:
-        extra: dict[str, t.Any] = {"_content_type": MERGE_PATCH}
-        if self.dry_run:
-            extra["dry_run"] = "All"
-        try:
-            return self._call(
-                lambda: self._method("patch", desired.kind)(desired.name, desired.namespace, body, **extra),
-                "patch the pod template of",
-                desired.target,
-            )
-        except WorkloadIdentityError as error:
-            if error.status == 404:
-                raise WorkloadIdentityError(
-                    f"Failed to patch the pod template of {desired.target}: it was deleted while being patched",
-                    code="NotFound",
-                    status=404,
-                    target=desired.target,
-                    exception=error.original,
-                ) from error
-            raise
+        return self.templates.read(desired.kind, desired.namespace, desired.name)
 
     def reconcile(self, desired: DesiredPodTemplate) -> Outcome:
-        """Read -> plan -> patch (a merge patch needs no resourceVersion: it only names our keys)."""
-        actual = self.read(desired)
+        """Read -> plan -> patch."""
+        return self.apply(self.read(desired), desired)
+
+    def apply(self, actual: dict[str, t.Any] | None, desired: DesiredPodTemplate) -> Outcome:
+        """Plan from ``actual`` (read by the caller, or just now) and patch: a merge patch names only our keys, so
+        it needs no resourceVersion and cannot undo another writer's change."""
         decided = plan(actual, desired)
         outcome = Outcome(decided, actual, warnings=list(decided.warnings))
         if not decided.changed or actual is None:
             return outcome
-        response = self._patch(patch_body(decided, desired, actual), desired)
-        result = normalize_workload(response, desired.kind)
+        result = self.templates.patch(
+            desired.kind, desired.namespace, desired.name, patch_body(decided, desired, actual)
+        )
         outcome.workload = result
         decided.after = _comparable(result)  # what the server computed
         outcome.restarts_pods = KINDS[desired.kind].rolls_out

@@ -133,7 +133,7 @@ def test_missing_resource_group_fails_before_any_write(lab):
     run = run_module(
         "managed_identity", {"resource_group": f"rg-missing-{uuid.uuid4().hex[:6]}", "name": "id-x"}, env=lab.env
     )
-    assert run.failed and "ResourceGroupNotFound" in run["msg"] and "rg-missing-" in run["msg"]
+    assert run.failed and run["error_code"] == "ResourceGroupNotFound" and "rg-missing-" in run["msg"]
     assert lab.writes(seq) == []
 
 

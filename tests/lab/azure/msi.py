@@ -20,6 +20,7 @@ from .arm import authorize, check_location_unchanged, delete_resource_tree, is_a
 from .common import require_api_version, require_resource_group, require_subscription, resource_id, resource_not_found
 from .server import ArmError, Request, Response, route
 from .state import State
+from .throttle import limit, per_second
 
 IDENTITY_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
 FIC_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials"
@@ -39,10 +40,8 @@ MAX_PROPERTY_LENGTH = 600  # issuer, subject and audience (azure-facts §4)
 _FIC_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$")  # spec pattern: 3-120, first character alphanumeric
 
 _SUBSCRIPTION = r"/subscriptions/(?P<subscription>[^/]+)"
-_IDENTITIES = (
-    _SUBSCRIPTION
-    + r"/resourcegroups/(?P<resource_group>[^/]+)/providers/Microsoft\.ManagedIdentity/userAssignedIdentities"
-)
+_GROUP = _SUBSCRIPTION + r"/resourcegroups/(?P<resource_group>[^/]+)"
+_IDENTITIES = _GROUP + r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities"
 _IDENTITY = _IDENTITIES + r"/(?P<name>[^/]+)"
 _CREDENTIALS = _IDENTITY + r"/federatedIdentityCredentials"
 _CREDENTIAL = _CREDENTIALS + r"/(?P<credential>[^/]+)"
@@ -385,3 +384,35 @@ def list_credentials(request: Request, state: State) -> Response:
             f"{state.config.base_url}{request.path.rstrip('/')}?api-version={request.api_version}&$top={top}&$skiptoken={end}"
         )
     return Response(200, body)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Throttling (lab setting "throttling"): the published requests-per-second limits for user-assigned identities, per
+# tenant / subscription / resource, from the table in
+# https://learn.microsoft.com/en-us/entra/workload-id/workload-identity-federation-considerations#throttling-limits
+# The table names the identity operations only. UNVERIFIED: that federated credential calls fall in the same rows
+# and charge their parent identity's per-resource bucket (so one identity takes one credential write every 4 s).
+# A list charges what it lists: the resource group, the subscription, or the identity (its credentials).
+
+_CREATE_OR_UPDATE = per_second(tenant=10, subscription=2, resource=0.25)
+_GET = per_second(tenant=30, subscription=10, resource=0.5)
+_LIST = per_second(tenant=15, subscription=5, resource=0.25)
+_DELETE = per_second(tenant=10, subscription=2, resource=0.25)
+_MSI = "Microsoft.ManagedIdentity"
+
+limit(("PUT", "PATCH"), _IDENTITY, provider=_MSI, operation="write", resource=_IDENTITY, limits=_CREATE_OR_UPDATE)
+limit("GET", _IDENTITY, provider=_MSI, operation="read", resource=_IDENTITY, limits=_GET)
+limit("DELETE", _IDENTITY, provider=_MSI, operation="delete", resource=_IDENTITY, limits=_DELETE)
+limit("GET", _IDENTITIES, provider=_MSI, operation="list", resource=_GROUP, limits=_LIST)
+limit(
+    "GET",
+    _SUBSCRIPTION + r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities",
+    provider=_MSI,
+    operation="list",
+    resource=_SUBSCRIPTION,
+    limits=_LIST,
+)
+limit("PUT", _CREDENTIAL, provider=_MSI, operation="write", resource=_IDENTITY, limits=_CREATE_OR_UPDATE)
+limit("GET", _CREDENTIAL, provider=_MSI, operation="read", resource=_IDENTITY, limits=_GET)
+limit("DELETE", _CREDENTIAL, provider=_MSI, operation="delete", resource=_IDENTITY, limits=_DELETE)
+limit("GET", _CREDENTIALS, provider=_MSI, operation="list", resource=_IDENTITY, limits=_LIST)

@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import throttle
 from .state import State
 from .tokens import TokenError
 
@@ -207,21 +208,90 @@ class RequestLog:
             return self._seq
 
 
+class InFlight:
+    """Requests in flight per plane, and writes in flight per resource (an identity: see ``_charged_resource``),
+    with their maxima since the last reset: what tests read to prove a client's parallelism bound."""
+
+    PLANES = ("arm", "entra", "vault", "oidc")  # not "lab": the control API is not traffic
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now = dict.fromkeys(self.PLANES, 0)
+        self._max = dict.fromkeys(self.PLANES, 0)
+        self._writes: dict[str, int] = {}
+        self._max_writes: dict[str, int] = {}
+
+    def enter(self, plane: str, written: str | None) -> Callable[[], None]:
+        """Count a request in; returns its ``leave``, which counts it out once however often it is called."""
+        if plane not in self._now:
+            return lambda: None
+        with self._lock:
+            self._now[plane] += 1
+            self._max[plane] = max(self._max[plane], self._now[plane])
+            if written:
+                self._writes[written] = self._writes.get(written, 0) + 1
+                self._max_writes[written] = max(self._max_writes.get(written, 0), self._writes[written])
+        left = False
+
+        def leave() -> None:  # called by the request's own thread only
+            nonlocal left
+            if left:
+                return
+            left = True
+            with self._lock:
+                self._now[plane] -= 1
+                if written:
+                    self._writes[written] -= 1
+                    if not self._writes[written]:
+                        del self._writes[written]
+
+        return leave
+
+    def reset(self) -> None:
+        """Maxima restart from what is in flight now (requests under way still finish and leave)."""
+        with self._lock:
+            self._max = dict(self._now)
+            self._max_writes = dict(self._writes)
+
+    def view(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "planes": {p: {"in_flight": self._now[p], "max": self._max[p]} for p in self.PLANES},
+                "max_writes_per_identity": dict(self._max_writes),
+            }
+
+
+# Default code and message of an injected fault, by status; a throttled request gets the 429 pair. UNVERIFIED for
+# the MSI provider's own throttling: its exact code and message are not published.
+_FAULT_DEFAULTS = {
+    429: (
+        "TooManyRequests",
+        "The request is being throttled as the limit has been reached for operation type. Please try again later.",
+    ),
+    500: ("InternalServerError", "Encountered internal server error. Please try again."),
+    503: ("ServiceUnavailable", "The service is temporarily unavailable. Please try again later."),
+}
+
+
 def _fault_response(rule: dict[str, Any]) -> Response:
     status = int(rule.get("status", 500))
     headers = {}
     if rule.get("retry_after") is not None:
         headers["Retry-After"] = str(rule["retry_after"])
-    defaults = {
-        429: (
-            "TooManyRequests",
-            "The request is being throttled as the limit has been reached for operation type. Please try again later.",
-        ),
-        500: ("InternalServerError", "Encountered internal server error. Please try again."),
-        503: ("ServiceUnavailable", "The service is temporarily unavailable. Please try again later."),
-    }
-    code, message = defaults.get(status, ("InjectedFault", "Fault injected by the lab."))
+    code, message = _FAULT_DEFAULTS.get(status, ("InjectedFault", "Fault injected by the lab."))
     return ArmError(status, rule.get("code") or code, rule.get("message") or message, headers).response()
+
+
+_WRITES = ("PUT", "PATCH", "DELETE", "POST")
+
+
+def _charged_resource(request: Request) -> str | None:
+    """The resource an ARM write charges, as its provider's limits count it (lower-cased id): for the managed
+    identity routes, the identity, credential writes included. None for reads and unregistered routes."""
+    if request.plane != "arm" or request.method not in _WRITES:
+        return None
+    classified = throttle.LIMITS.classify(request.method, request.path)
+    return classified.resource if classified else None
 
 
 class EmulatorServer(ThreadingHTTPServer):
@@ -233,6 +303,7 @@ class EmulatorServer(ThreadingHTTPServer):
         self.state = state
         self.faults = Faults()
         self.log = RequestLog()
+        self.in_flight = InFlight()
         self.tls = tls
 
     def get_request(self):  # TLS per connection, so one bad handshake never blocks the accept loop
@@ -247,6 +318,7 @@ class EmulatorServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: EmulatorServer
+    _leave: Callable[[], None]  # counts the current request out of InFlight
 
     def log_message(self, format: str, *args: Any) -> None:  # the request log replaces stderr chatter
         pass
@@ -275,7 +347,19 @@ class _Handler(BaseHTTPRequestHandler):
         request.plane, request.vault = self.server.state.plane_of(request.host, request.path)
         if "x-ms-client-request-id" in request.headers:
             request.request_id = request.headers["x-ms-client-request-id"]
+        # In flight until the response goes out (_send), injected delays included.
+        self._leave = self.server.in_flight.enter(request.plane, _charged_resource(request))
+        try:
+            self._respond(request, started)
+        finally:
+            self._leave()
+
+    def _respond(self, request: Request, started: float) -> None:
+        latency = self.server.state.settings["arm_latency_seconds"]
+        if request.plane == "arm" and latency > 0:
+            time.sleep(latency)  # stands in for the round trip to management.azure.com (benchmarks)
         response: Response | None = None
+        extra: dict[str, Any] = {}
         if request.plane != "lab":
             rule = self.server.faults.take(request)
             if rule and rule["action"] == "latency":
@@ -288,9 +372,26 @@ class _Handler(BaseHTTPRequestHandler):
             elif rule:
                 response = _fault_response(rule)
         if response is None:
+            response = self._throttled(request)
+            if response is not None:
+                extra["throttled"] = True
+        if response is None:
             response = self._handle(request)
-        self._log(request, response.status, started)
+        self._log(request, response.status, started, **extra)
         self._send(request, response)
+
+    def _throttled(self, request: Request) -> Response | None:
+        """Azure's throttling (lab setting ``throttling``, see throttle.py): a routed ARM request that finds one of
+        its buckets empty is answered 429 with Retry-After, before the handler runs."""
+        if request.plane != "arm" or not self.server.state.settings["throttling"]:
+            return None
+        if ROUTER.match(request)[0] is None:  # only requests that reach a real route count
+            return None
+        decision = self.server.state.throttle.admit(throttle.needs(request.method, request.path))
+        if decision.admitted:
+            return None
+        code, message = _FAULT_DEFAULTS[429]
+        return ArmError(429, code, message, {"Retry-After": str(decision.retry_after)}).response()
 
     def _handle(self, request: Request) -> Response:
         if request.plane == "lab":
@@ -361,6 +462,9 @@ class _Handler(BaseHTTPRequestHandler):
         if payload or response.status not in (204, 304):
             self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(payload)))
+        # Counted out just before the response leaves: a client can only send the request that follows this one
+        # after reading it, so requests a client sends one after another never overlap in the count.
+        self._leave()
         self.end_headers()
         if request.method != "HEAD":
             self.wfile.write(payload)
@@ -391,8 +495,14 @@ def _lab_api(server: EmulatorServer, request: Request) -> Response:
         if request.method in ("POST", "PATCH"):
             state.update_settings(request.json() or {})
         return Response(200, state.settings_view())
+    if path == "/_lab/concurrency":
+        if request.method == "DELETE":
+            server.in_flight.reset()
+            return Response(204)
+        return Response(200, server.in_flight.view())
     if path == "/_lab/reset" and request.method == "POST":
         state.reset()
         server.faults.clear()
+        server.in_flight.reset()
         return Response(200, {"status": "reset"})
     return Response(404, {"error": {"code": "NotFound", "message": f"Unknown lab endpoint {path}"}})

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .throttle import Throttle
 from .tokens import TokenError, TokenIssuer, utc
 
 # Fixed identifiers of the lab's world, so docs and vars files can name them; secrets are random per start.
@@ -53,6 +54,8 @@ DEFAULT_SETTINGS: dict[str, float] = {
     "credential_propagation_seconds": 0.0,  # a new federated credential is unusable at Entra for N s (§4)
     "role_propagation_seconds": 0.0,  # a new role assignment is not effective for N s (§7, §9)
     "token_lifetime_seconds": 3600.0,
+    "arm_latency_seconds": 0.0,  # every ARM request waits this long first: the round trip to management.azure.com
+    "throttling": 0.0,  # 1 = Azure's documented request limits apply (throttle.py), 429 with Retry-After beyond
 }
 
 Seeder = Callable[["State"], None]
@@ -74,6 +77,7 @@ class State:
         self.config = config
         self.lock = threading.RLock()
         self.tokens = TokenIssuer(config.tenant_id)
+        self.throttle = Throttle()  # the request buckets: emptied on reset and whenever throttling is switched
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
@@ -86,6 +90,7 @@ class State:
             self.operations: dict[str, dict[str, Any]] = {}  # long-running operations by id
             self.secrets: dict[str, dict[str, list[dict[str, Any]]]] = {}  # vault -> secret name -> versions
             self.deleted_secrets: dict[str, dict[str, dict[str, Any]]] = {}  # vault -> name -> soft-deleted secret
+            self.throttle.reset()
             for _order, function in sorted(_SEEDERS, key=lambda item: item[0]):
                 function(self)
 
@@ -94,6 +99,8 @@ class State:
             for key, value in values.items():
                 if key not in DEFAULT_SETTINGS:
                     raise ValueError(f"unknown lab setting {key!r}")
+                if key == "throttling" and bool(float(value)) != bool(self.settings[key]):
+                    self.throttle.reset()  # switched on (or off): the buckets start full
                 self.settings[key] = float(value)
 
     def settings_view(self) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client
     azure_error_code,
     build_credential,
     cloud_from_metadata,
-    handle_azure_errors,
     is_azure_not_found,
     resolve_cloud,
     wait_for_lro,
@@ -514,21 +513,19 @@ def test_not_found_without_a_body():
     assert is_azure_not_found(ResourceNotFoundError(response=FakeResponse(404, "", reason="Not Found")))
 
 
-@handle_azure_errors("read managed identity", "'{name}' in resource group '{resource_group}'", none_if_not_found=True)
-def _get_identity(resource_group: str, name: str, exc: BaseException | None = None) -> dict[str, str]:
-    if exc is not None:
-        raise exc
-    return {"name": name}
-
-
-def test_decorated_read_returns_none_when_not_found():
-    assert _get_identity("rg1", "id1") == {"name": "id1"}
-    assert _get_identity("rg1", "id1", arm_error(404, "ResourceNotFound", "gone")) is None
-
-
-def test_decorated_read_raises_other_errors():
+def test_azure_call_reads_none_when_not_found_and_names_the_target_otherwise():
+    assert azure_call(lambda: {"name": "id1"}, "read managed identity", "'id1'", none_if_not_found=True) == {
+        "name": "id1"
+    }
+    gone = _raiser(arm_error(404, "ResourceNotFound", "gone"))
+    assert azure_call(gone, "read managed identity", "'id1'", none_if_not_found=True) is None
     with pytest.raises(WorkloadIdentityError) as caught:
-        _get_identity("rg1", "id1", arm_error(404, "InvalidResourceType", "no such type"))
+        azure_call(
+            _raiser(arm_error(404, "InvalidResourceType", "no such type")),
+            "read managed identity",
+            "'id1' in resource group 'rg1'",
+            none_if_not_found=True,
+        )
     assert (
         caught.value.message
         == "Failed to read managed identity 'id1' in resource group 'rg1': InvalidResourceType: no such type"
@@ -739,6 +736,9 @@ def test_management_clients_get_the_cloud_and_transport_settings(monkeypatch, cr
         "credential_scopes": ["https://management.lab.test/.default"],
         "polling_interval": 5.0,
         "user_agent": "ansible-aks.workload_identity",
+        # one pacer for every client of the run: a 429 to one worker paces them all (pacing.py)
+        "raw_request_hook": azure.pacer.request_hook,
+        "raw_response_hook": azure.pacer.response_hook,
         "retry_total": 6,
         "retry_backoff_factor": 1.0,
         "retry_backoff_max": 30,

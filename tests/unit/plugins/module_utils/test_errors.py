@@ -12,7 +12,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.errors impor
     REDACTED,
     WorkloadIdentityError,
     describe_failure,
-    error_handler,
     retry,
     retry_after_from_exception,
 )
@@ -68,71 +67,6 @@ def test_fail_kwargs_redact_secrets_everywhere(secret):
 )
 def test_describe_failure(action, target, code, message, expected):
     assert describe_failure(action, target, code, message) == expected
-
-
-# --- error_handler -----------------------------------------------------------------------------------------------
-class _SdkError(Exception):
-    def __init__(self, status):
-        super().__init__(f"status {status}")
-        self.status = status
-
-
-def _convert(exc, action, target):
-    return WorkloadIdentityError(describe_failure(action, target, str(exc.status), str(exc)), status=exc.status)
-
-
-handle = error_handler(_convert, (_SdkError,), lambda exc: exc.status == 404)
-
-
-@handle("read identity", "'{name}' in '{resource_group}'", none_if_not_found=True)
-def _read(resource_group, name, status=None):
-    if status:
-        raise _SdkError(status)
-    return {"name": name}
-
-
-@handle("delete identity", "'{name}'")
-def _delete(name, status):
-    raise _SdkError(status)
-
-
-def test_handler_passes_results_through_and_keeps_metadata():
-    assert _read("rg", "id1") == {"name": "id1"}
-    assert _read.__name__ == "_read"
-
-
-def test_handler_turns_not_found_into_none_for_reads():
-    assert _read("rg", "id1", status=404) is None
-
-
-def test_handler_converts_other_errors_with_the_target_filled_in():
-    with pytest.raises(WorkloadIdentityError) as caught:
-        _read("rg", name="id1", status=500)
-    assert caught.value.message == "Failed to read identity 'id1' in 'rg': 500: status 500"
-    assert isinstance(caught.value.__cause__, _SdkError)
-
-
-def test_handler_without_none_if_not_found_raises_on_404():
-    with pytest.raises(WorkloadIdentityError, match="Failed to delete identity 'x': 404"):
-        _delete("x", 404)
-
-
-def test_handler_leaves_foreign_exceptions_alone():
-    @handle("do", "'{missing}'")
-    def broken():
-        raise KeyError("not an SDK error")
-
-    with pytest.raises(KeyError):
-        broken()
-
-
-def test_handler_target_template_with_unknown_field_is_kept_verbatim():
-    @handle("do", "'{missing}'")
-    def failing():
-        raise _SdkError(400)
-
-    with pytest.raises(WorkloadIdentityError, match=r"Failed to do '\{missing\}'"):
-        failing()
 
 
 # --- retry_after_from_exception --------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client i
     K8S_AUTH_ARGSPEC,
     K8sModule,
     build_configuration,
-    handle_k8s_errors,
     is_k8s_not_found,
     k8s_call,
     k8s_error,
@@ -299,18 +298,17 @@ def test_throttled_api_server_exposes_retry_after():
     assert retry_after_from_exception(_status(429, "TooManyRequests", "slow down", **{"Retry-After": "2"})) == 2.0
 
 
-@handle_k8s_errors("read ServiceAccount", "'{namespace}/{name}'", none_if_not_found=True)
-def _read_service_account(namespace: str, name: str, exc: BaseException | None = None) -> dict[str, str]:
-    if exc is not None:
-        raise exc
-    return {"name": name}
+def test_k8s_call_reads_none_when_not_found_and_names_the_target_otherwise():
+    def read(exc: BaseException | None = None) -> dict[str, str]:
+        if exc is not None:
+            raise exc
+        return {"name": "sa"}
 
-
-def test_decorated_read():
-    assert _read_service_account("ns", "sa") == {"name": "sa"}
-    assert _read_service_account("ns", "sa", _status(404, "NotFound", "not found")) is None
+    assert k8s_call(read, "read ServiceAccount", "'ns/sa'", none_if_not_found=True) == {"name": "sa"}
+    gone = _status(404, "NotFound", "not found")
+    assert k8s_call(lambda: read(gone), "read ServiceAccount", "'ns/sa'", none_if_not_found=True) is None
     with pytest.raises(WorkloadIdentityError, match="Failed to read ServiceAccount 'ns/sa': Forbidden: no"):
-        _read_service_account("ns", "sa", _status(403, "Forbidden", "no"))
+        k8s_call(lambda: read(_status(403, "Forbidden", "no")), "read ServiceAccount", "'ns/sa'")
 
 
 # --- the module base -----------------------------------------------------------------------------------------------------

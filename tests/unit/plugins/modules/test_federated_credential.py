@@ -12,7 +12,7 @@ from azure.mgmt.msi.models import FederatedIdentityCredential
 from ansible_collections.aks.workload_identity.plugins.module_utils import azure_client
 from ansible_collections.aks.workload_identity.plugins.module_utils import workload_identity as wi
 from ansible_collections.aks.workload_identity.plugins.modules import federated_credential
-from tests.unit.conftest import failure, module_args
+from tests.unit.conftest import Pager, failure, module_args
 
 SUB = "11111111-2222-3333-4444-555555555555"
 SECRET = "super-secret-value-42"
@@ -89,7 +89,7 @@ class FakeCredentials:
         self._next("list")
         if not self.identity_exists:
             raise parent_missing()
-        return iter([FederatedIdentityCredential.deserialize(c) for c in list(self.store.values())])
+        return Pager([FederatedIdentityCredential.deserialize(c) for c in list(self.store.values())])
 
     def create_or_update(
         self, resource_group: str, identity: str, name: str, body: dict
@@ -280,13 +280,19 @@ def test_concurrent_write_409s_are_retried_until_the_write_lands(fics, capsys):
     assert fics.writes == [("put", "fic1")] * 3
 
 
-def test_parent_missing_right_after_creation_is_retried(fics, capsys):
-    fics.identity_exists = False
-    fics.script["put"] = [lambda: setattr(fics, "identity_exists", True)]  # visible from the second attempt on
-    fics.script["put"].insert(0, parent_missing())
+def test_parent_missing_on_an_identity_just_listed_is_retried(fics, capsys):
+    # The list saw the identity; the write's front end does not yet (§4): a 404 there is retried.
+    fics.script["put"] = [parent_missing()]
     result = run(capsys, {**SA, "name": "fic1"})
     assert result["changed"] is True and result["credential_count"] == 1
     assert fics.writes == [("put", "fic1"), ("put", "fic1")]
+
+
+def test_a_missing_identity_is_found_by_reading_and_nothing_is_written(fics, capsys):
+    fics.identity_exists = False
+    result = fail(capsys, {**SA, "name": "fic1"})
+    assert result["msg"].startswith("identity_name: managed identity 'id1' in resource group 'rg1' does not exist")
+    assert result["error_code"] == "ResourceNotFound" and fics.writes == []
 
 
 def test_retries_are_bounded_and_the_error_names_action_object_and_code(fics, capsys):

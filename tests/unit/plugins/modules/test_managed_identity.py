@@ -144,6 +144,7 @@ def test_create_then_no_op_with_one_get(sdk, capsys):
     assert identity == {
         "id": PREFIX + "id1",
         "name": "id1",
+        "resource_group": "rg1",
         "location": "westeurope",
         "tags": {"team": "a", "n": "1"},  # numbers become the strings Azure stores
         "client_id": "c-id1",
@@ -200,7 +201,8 @@ def test_missing_resource_group_is_reported_with_its_code(sdk, capsys):
     payload = {**AUTH, "resource_group": "rg-missing", "name": "id1"}
     with module_args(payload):
         result = failure(capsys, managed_identity.main)
-    assert result["msg"].startswith("Failed to read resource group 'rg-missing': ResourceGroupNotFound:")
+    assert result["msg"] == "resource_group: resource group 'rg-missing' does not exist; create it first"
+    assert result["error_code"] == "ResourceGroupNotFound"
 
 
 def test_azure_errors_name_the_action_and_object_and_hide_the_secret(sdk, capsys):

@@ -8,7 +8,7 @@ import typing as t
 import pytest
 
 from ansible_collections.aks.workload_identity.plugins.module_utils import azure_client
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import role_assignment as reconciler
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import azure as azure_gateway
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.role_assignment import assignment_name
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import ROLE_READER
 from ansible_collections.aks.workload_identity.plugins.modules import role_assignment
@@ -48,7 +48,7 @@ def sdk(monkeypatch: pytest.MonkeyPatch) -> Clients:
 
     monkeypatch.setattr(azure_client, "AuthorizationManagementClient", authorization_client)
     monkeypatch.setattr(azure_client, "ManagedServiceIdentityClient", msi_client)
-    monkeypatch.setattr(reconciler.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(azure_gateway.time, "sleep", lambda seconds: None)
     return clients
 
 

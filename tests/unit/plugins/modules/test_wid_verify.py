@@ -10,13 +10,14 @@ import typing as t
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
+from kubernetes import client as k8s
 
 from ansible_collections.aks.workload_identity.plugins.module_utils import chain_verifier
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import KNOWN_CLOUDS, AzureModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8sModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import ANNOTATION_CLIENT_ID
 from ansible_collections.aks.workload_identity.plugins.modules import wid_verify
-from tests.unit.conftest import module_args
+from tests.unit.conftest import Pager, module_args
 
 ISSUER = "https://westeurope.oic.prod-aks.azure.com/tenant/cluster/"
 CLIENT = "6f0c1b2a-8d3e-4f5a-9b7c-1d2e3f4a5b6c"
@@ -48,8 +49,8 @@ class FakeCore:
 
     def read_namespaced_service_account(self, name: str, namespace: str) -> t.Any:
         self.calls.append("read")
-        metadata = types.SimpleNamespace(annotations={ANNOTATION_CLIENT_ID: CLIENT}, name=name, namespace=namespace)
-        return types.SimpleNamespace(metadata=metadata)
+        metadata = k8s.V1ObjectMeta(annotations={ANNOTATION_CLIENT_ID: CLIENT}, name=name, namespace=namespace)
+        return k8s.V1ServiceAccount(metadata=metadata)
 
     def create_namespaced_service_account_token(self, name: str, namespace: str, body: t.Any) -> t.Any:
         self.calls.append("token")
@@ -66,7 +67,7 @@ class FakeMsi:
             "properties": {"clientId": CLIENT, "principalId": "p1", "tenantId": TENANT},
         }
         self.user_assigned_identities = types.SimpleNamespace(get=lambda rg, name: identity)
-        self.federated_identity_credentials = types.SimpleNamespace(list=lambda rg, name: credentials)
+        self.federated_identity_credentials = types.SimpleNamespace(list=lambda rg, name: Pager(credentials))
 
 
 class FakeCredential:

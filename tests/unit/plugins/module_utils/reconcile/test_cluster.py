@@ -15,6 +15,7 @@ from azure.mgmt.containerservice import models as aks_models
 from azure.mgmt.containerservice._utils.model_base import SdkJSONEncoder
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import set_oidc_settings
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import CREATE, DELETE, NONE, UPDATE
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import cluster as rc
 
@@ -333,10 +334,10 @@ def test_plan_absent(actual, action):
 
 
 # --- model edits ---------------------------------------------------------------------------------------------------
-def test_apply_oidc_settings_changes_only_the_two_settings():
+def test_set_oidc_settings_changes_only_the_two_settings():
     cluster = model(oidc=False)
     before = put_body(cluster)
-    rc.apply_oidc_settings(cluster, True, True)
+    set_oidc_settings(cluster, True, True)
     after = put_body(cluster)
     assert after["properties"].pop("oidcIssuerProfile") == {"enabled": True}
     assert after["properties"].pop("securityProfile") == {"workloadIdentity": {"enabled": True}}
@@ -350,25 +351,25 @@ def test_apply_oidc_settings_changes_only_the_two_settings():
     assert "fqdn" not in after["properties"] and "id" not in after
 
 
-def test_apply_oidc_settings_leaves_workload_identity_unset_when_not_asked():
+def test_set_oidc_settings_leaves_workload_identity_unset_when_not_asked():
     cluster = model(oidc=False)
-    rc.apply_oidc_settings(cluster, True, False)
+    set_oidc_settings(cluster, True, False)
     assert put_body(cluster)["properties"]["securityProfile"] == {}
 
 
-def test_apply_oidc_settings_creates_missing_profiles():
+def test_set_oidc_settings_creates_missing_profiles():
     body = cluster_body()
     del body["properties"]["oidcIssuerProfile"], body["properties"]["securityProfile"], body["eTag"]
     cluster = aks_models.ManagedCluster(body)
-    rc.apply_oidc_settings(cluster, True, True)
+    set_oidc_settings(cluster, True, True)
     sent = put_body(cluster)["properties"]
     assert sent["oidcIssuerProfile"] == {"enabled": True}
     assert sent["securityProfile"] == {"workloadIdentity": {"enabled": True}}
 
 
-def test_apply_oidc_settings_disables_workload_identity():
+def test_set_oidc_settings_disables_workload_identity():
     cluster = model(oidc=True, workload_identity=True)
-    rc.apply_oidc_settings(cluster, True, False)
+    set_oidc_settings(cluster, True, False)
     sent = put_body(cluster)["properties"]
     assert sent["securityProfile"] == {"workloadIdentity": {"enabled": False}}
     assert sent["oidcIssuerProfile"] == {"enabled": True}  # issuerURL is read-only: not sent
@@ -376,7 +377,7 @@ def test_apply_oidc_settings_disables_workload_identity():
 
 def test_new_cluster_model_is_az_aks_create():
     spec = rc.ClusterSpec(location="eastus", node_count=1, tags={"env": "demo"})
-    body = put_body(rc.new_cluster_model(spec, "aks-wid-demo", "rg-wid-demo", SUB))
+    body = put_body(rc.new_model(spec, "aks-wid-demo", "rg-wid-demo", SUB))
     assert body == {
         "location": "eastus",
         "tags": {"env": "demo"},
@@ -401,7 +402,7 @@ def test_new_cluster_model_is_az_aks_create():
 
 def test_new_cluster_model_with_every_option():
     spec = rc.ClusterSpec(location="eastus", node_count=2, vm_size="Standard_B2s", kubernetes_version="1.32")
-    properties = put_body(rc.new_cluster_model(spec, "c1", "rg1", SUB))["properties"]
+    properties = put_body(rc.new_model(spec, "c1", "rg1", SUB))["properties"]
     assert properties["kubernetesVersion"] == "1.32"
     assert properties["agentPoolProfiles"][0]["vmSize"] == "Standard_B2s"
     assert properties["agentPoolProfiles"][0]["count"] == 2

@@ -9,6 +9,12 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 
 from ansible_collections.aks.workload_identity.plugins.module_utils import workload_identity as wi
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
+    is_concurrent_write,
+    is_duplicate_pair,
+    is_parent_missing,
+    normalize_credential,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     ADOPT,
     CREATE,
@@ -19,10 +25,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.federated_credential import (
     DesiredCredential,
     desired_subject,
-    is_duplicate_pair,
-    is_parent_missing,
-    is_transient_write_error,
-    normalize_credential,
     plan,
     validate,
 )
@@ -282,11 +284,19 @@ BAD = _error(400, "BadRequest", "Federated identity credentials must have exactl
 
 
 @pytest.mark.parametrize(
-    ("exc", "transient"),
-    [(CONCURRENT, True), (PARENT, True), (PARENT_ARM, True), (NO_GROUP, False), (DUPLICATE, False), (BAD, False)],
+    ("exc", "concurrent", "parent_missing"),
+    [
+        (CONCURRENT, True, False),
+        (PARENT, False, True),
+        (PARENT_ARM, False, True),
+        (NO_GROUP, False, False),
+        (DUPLICATE, False, False),
+        (BAD, False, False),
+    ],
 )
-def test_only_concurrent_writes_and_a_missing_parent_are_retried(exc, transient):
-    assert is_transient_write_error(exc) is transient
+def test_the_write_errors_a_retry_may_cure(exc, concurrent, parent_missing):
+    assert is_concurrent_write(exc) is concurrent
+    assert is_parent_missing(exc) is parent_missing
 
 
 def test_parent_missing_excludes_a_missing_resource_group():

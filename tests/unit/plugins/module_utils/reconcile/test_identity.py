@@ -50,6 +50,7 @@ def test_missing_identity_is_created_in_the_given_location_with_predicted_id():
     assert decided.before is None
     assert decided.after == {
         "id": ID,
+        "resource_group": "rg1",
         "name": "id1",
         "location": "westeurope",
         "tags": {"team": "a"},

@@ -12,25 +12,26 @@ from azure.mgmt.authorization.v2022_04_01.models import RoleAssignment
 from azure.mgmt.keyvault.models import Vault
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import normalize_vault
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import CREATE, DELETE, NONE, UPDATE
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.keyvault_access import (
     MODEL_ACCESS_POLICY,
     MODEL_RBAC,
     DesiredKeyVaultAccess,
     identity_policy,
-    normalize_vault,
     parse_vault_id,
     permission_change,
     plan_access_policy,
     reconcile_keyvault_access,
-    sort_permissions,
     validate_secret_permissions,
     validate_vault_id,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.role_assignment import assignment_name
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ROLE_KEY_VAULT_SECRETS_USER,
+    sort_permissions,
 )
+from tests.unit.conftest import Pager
 
 SUB = "11111111-2222-3333-4444-555555555555"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -238,7 +239,7 @@ class FakeAuthorization:
 
     def list_for_scope(self, scope: str, filter: str | None = None):
         self.calls.append(("list", scope))
-        return iter(RoleAssignment.deserialize(a) for a in self.assignments.values())
+        return Pager(RoleAssignment.deserialize(a) for a in self.assignments.values())
 
     def create(self, scope: str, name: str, parameters: t.Any) -> RoleAssignment:
         self.calls.append(("put", scope, name))

@@ -11,6 +11,8 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.mgmt.authorization.v2022_04_01.models import RoleAssignment, RoleDefinition
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import azure as azure_gateway
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import normalize_role_assignment
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import CREATE, DELETE, NONE
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import role_assignment as reconciler
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.role_assignment import (
@@ -18,7 +20,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.ro
     Role,
     assignment_name,
     matching_assignments,
-    normalize_role_assignment,
     normalize_scope,
     plan_role_assignment,
     reconcile_role_assignment,
@@ -35,6 +36,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     ROLE_KEY_VAULT_SECRETS_USER,
     ROLE_READER,
 )
+from tests.unit.conftest import Pager
 
 SUB = "11111111-2222-3333-4444-555555555555"
 RG_SCOPE = f"/subscriptions/{SUB}/resourceGroups/rg1"
@@ -293,7 +295,7 @@ class FakeAuthorization:
     def list_for_scope(self, scope: str, filter: str | None = None):
         self.calls.append(("list", scope, filter or ""))
         principal = (filter or "").split("'")[1]
-        return iter(
+        return Pager(
             RoleAssignment.deserialize(a)
             for a in self.assignments.values()
             if a["properties"]["principalId"] == principal
@@ -330,7 +332,7 @@ class _Definitions:
     def list(self, scope: str, filter: str | None = None):
         self.parent.calls.append(("definitions", scope, filter or ""))
         wanted = (filter or "").split("'", 1)[1].rsplit("'", 1)[0].replace("''", "'").lower()
-        return iter(
+        return Pager(
             RoleDefinition.deserialize(d)
             for d in self.parent.definitions
             if d["properties"]["roleName"].lower() == wanted
@@ -352,7 +354,7 @@ def azure() -> FakeAzure:
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     slept: list[float] = []
-    monkeypatch.setattr(reconciler.time, "sleep", slept.append)
+    monkeypatch.setattr(azure_gateway.time, "sleep", slept.append)
     return slept
 
 
@@ -499,7 +501,7 @@ class FakeIdentities:
         from azure.mgmt.msi.models import Identity
 
         self.calls.append("list")
-        return iter(Identity.deserialize(i) for i in self.identities)
+        return Pager(Identity.deserialize(i) for i in self.identities)
 
 
 CLIENT = "3f2a9c1b-0d4e-4c6b-9a8f-1e2d3c4b5a69"

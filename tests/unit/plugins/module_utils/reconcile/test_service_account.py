@@ -24,6 +24,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     ANNOTATION_TENANT_ID,
     LABEL_USE,
 )
+from tests.unit.conftest import kube_answer
 
 CLIENT = "6f0c1b2a-8d3e-4f5a-9b7c-1d2e3f4a5b6c"
 OTHER_CLIENT = "0b8e2c1d-4a5f-4e3b-8c9d-7e6f5a4b3c2d"
@@ -199,7 +200,9 @@ class FakeCoreV1:
             self.namespaces.add(name)
         return k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name))
 
-    def list_namespaced_pod(self, namespace: str, field_selector: str | None = None) -> k8s.V1PodList:
+    def list_namespaced_pod(
+        self, namespace: str, field_selector: str | None = None, _preload_content: bool = True
+    ) -> k8s.V1PodList:
         self._enter("list_namespaced_pod", namespace=namespace, field_selector=field_selector)
         wanted = (field_selector or "").partition("=")[2]
         items = [
@@ -207,7 +210,7 @@ class FakeCoreV1:
             for pod in self.pods
             if pod.metadata.namespace == namespace and (not wanted or pod.spec.service_account_name == wanted)
         ]
-        return k8s.V1PodList(items=items)
+        return kube_answer(k8s.V1PodList(items=items), _preload_content)
 
 
 @pytest.fixture

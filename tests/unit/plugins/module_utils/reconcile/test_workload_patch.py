@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client as k8s
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import kubernetes as kube_gateway
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import NONE, UPDATE
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import workload_patch as wp
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
@@ -132,7 +133,7 @@ class FakeWorkloadApi:
 
     def _patch(self, method: str, resource: str, name: str, namespace: str, body: dict, **kwargs: t.Any) -> dict:
         self._enter(method, name=name, namespace=namespace, body=copy.deepcopy(body), **kwargs)
-        assert kwargs.get("_content_type") == wp.MERGE_PATCH
+        assert kwargs.get("_content_type") == kube_gateway.MERGE_PATCH
         if (resource, namespace, name) not in self.objects:
             raise not_found(resource + "s", name)
         document = merge_patch(self.objects[(resource, namespace, name)], body)
@@ -176,7 +177,7 @@ def test_invalid_input_is_named(overrides, expected):
 
 # --- normalising ------------------------------------------------------------------------------------------------
 def test_normalize_reads_the_pod_template_from_an_api_dict():
-    normalized = wp.normalize_workload(
+    normalized = kube_gateway.normalize_workload(
         deployment({LABEL_USE: "true"}, {ANNOTATION_PROXY_SIDECAR_PORT: "8001"}, service_account="orders-api"),
         "Deployment",
     )
@@ -210,7 +211,7 @@ def test_normalize_reads_a_kubernetes_model_and_a_cronjobs_job_template():
             ),
         ),
     )
-    normalized = wp.normalize_workload(model, "CronJob")
+    normalized = kube_gateway.normalize_workload(model, "CronJob")
     assert (normalized["name"], normalized["service_account"], normalized["workload_identity"]) == (
         "nightly",
         "jobs",
@@ -220,12 +221,12 @@ def test_normalize_reads_a_kubernetes_model_and_a_cronjobs_job_template():
 
 def test_the_deprecated_service_account_field_counts_when_the_name_is_missing():
     document = deployment(serviceAccount="legacy")
-    assert wp.normalize_workload(document, "Deployment")["service_account"] == "legacy"
+    assert kube_gateway.normalize_workload(document, "Deployment")["service_account"] == "legacy"
 
 
 # --- plan -------------------------------------------------------------------------------------------------------
 def actual(**kwargs: t.Any) -> dict[str, t.Any]:
-    return wp.normalize_workload(deployment(**kwargs), "Deployment")
+    return kube_gateway.normalize_workload(deployment(**kwargs), "Deployment")
 
 
 def test_plan_sets_label_and_service_account_and_keeps_other_labels():
@@ -306,7 +307,7 @@ def test_patch_body_names_only_the_changed_keys_under_the_pod_template():
 
 
 def test_patch_body_of_a_cronjob_goes_to_the_job_template():
-    current = wp.normalize_workload(cronjob(), "CronJob")
+    current = kube_gateway.normalize_workload(cronjob(), "CronJob")
     target = desired(kind="CronJob", name="nightly")
     body = wp.patch_body(wp.plan(current, target), target, current)
     template = body["spec"]["jobTemplate"]["spec"]["template"]
@@ -314,7 +315,9 @@ def test_patch_body_of_a_cronjob_goes_to_the_job_template():
 
 
 def test_patch_body_keeps_the_deprecated_alias_in_step():
-    current = wp.normalize_workload(deployment(serviceAccount="legacy", serviceAccountName="legacy"), "Deployment")
+    current = kube_gateway.normalize_workload(
+        deployment(serviceAccount="legacy", serviceAccountName="legacy"), "Deployment"
+    )
     body = wp.patch_body(wp.plan(current, desired()), desired(), current)
     assert body["spec"]["template"]["spec"] == {"serviceAccountName": "orders-api", "serviceAccount": "orders-api"}
 

@@ -1,0 +1,477 @@
+# Copyright: Contributors to the aks.workload_identity collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Kubernetes gateways: ServiceAccounts, ConfigMaps, namespaces, the pod templates of workloads, pods and token
+requests. Each method is one API request (retried only when the server asks, with Retry-After), its
+normalisation and its error translation; every write is a server-side dry run when the gateway is built with
+``dry_run=True`` (check mode). Lists are read as the API server's JSON (no model deserialisation: a list of a
+thousand objects costs milliseconds, not seconds).
+
+A write that finds the object changed by another writer since our read raises ``Raced`` (409 AlreadyExists on a
+create, 404 on a patch, 404 or 409 on a uid-guarded delete): the caller reads again and re-plans. A create in a
+namespace that does not exist raises ``NamespaceMissing``.
+
+Private to this collection: the names here may change without notice.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from dataclasses import dataclass
+
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
+    K8sApiCaller,
+    Raced,
+    status_details_kind,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    ANNOTATION_CLIENT_ID,
+    ANNOTATION_INJECT_PROXY_SIDECAR,
+    ANNOTATION_PROXY_SIDECAR_PORT,
+    ANNOTATION_SERVICE_ACCOUNT_TOKEN_EXPIRATION,
+    ANNOTATION_TENANT_ID,
+    LABEL_USE,
+    LABEL_USE_VALUE,
+)
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class NamespaceMissing(WorkloadIdentityError):
+    """A create answered 404 for the namespace (Status details.kind ``namespaces``)."""
+
+
+def _field(document: t.Mapping[str, t.Any] | None, camel: str) -> t.Any:
+    """A field of an API dict (camelCase) or of a kubernetes model's ``to_dict()`` (snake_case)."""
+    if not document:
+        return None
+    if camel in document:
+        return document[camel]
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return document.get(snake)
+
+
+def _document(found: t.Any) -> dict[str, t.Any]:
+    if hasattr(found, "to_dict"):
+        return found.to_dict()
+    return dict(found or {})
+
+
+def _metadata(document: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    return dict(_field(document, "metadata") or {})
+
+
+# --- Normalising ------------------------------------------------------------------------------------------------
+def normalize_service_account(service_account: t.Any) -> dict[str, t.Any]:
+    """A ServiceAccount (kubernetes model or API dict) as the collection reports it, with the webhook's settings."""
+    metadata = _metadata(_document(service_account))
+    annotations = dict(metadata.get("annotations") or {})
+    expiration = annotations.get(ANNOTATION_SERVICE_ACCOUNT_TOKEN_EXPIRATION)
+    return {
+        "namespace": metadata.get("namespace"),
+        "name": metadata.get("name"),
+        "uid": metadata.get("uid"),
+        "labels": dict(metadata.get("labels") or {}),
+        "annotations": annotations,
+        "client_id": annotations.get(ANNOTATION_CLIENT_ID),
+        "tenant_id": annotations.get(ANNOTATION_TENANT_ID),
+        "token_expiration": int(expiration) if isinstance(expiration, str) and expiration.isdigit() else None,
+    }
+
+
+def normalize_configmap(configmap: t.Any) -> dict[str, t.Any]:
+    """A ConfigMap (kubernetes model or API dict) as the collection reports it (``binaryData`` by key only)."""
+    document = _document(configmap)
+    metadata = _metadata(document)
+    return {
+        "namespace": metadata.get("namespace"),
+        "name": metadata.get("name"),
+        "uid": metadata.get("uid"),
+        "labels": dict(metadata.get("labels") or {}),
+        "data": dict(document.get("data") or {}),
+        "binary_data_keys": sorted(_field(document, "binaryData") or {}),
+    }
+
+
+def normalize_namespace(namespace: t.Any) -> dict[str, t.Any]:
+    document = _document(namespace)
+    metadata = _metadata(document)
+    return {
+        "name": metadata.get("name"),
+        "uid": metadata.get("uid"),
+        "labels": dict(metadata.get("labels") or {}),
+        "phase": _field(_field(document, "status") or {}, "phase") or "Active",
+        "terminating": _field(metadata, "deletionTimestamp") is not None,
+    }
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a workload kind lives in the API and where its pod template sits (camelCase path in the object)."""
+
+    api: str  # the K8sModule client property
+    resource: str  # the kubernetes client's method suffix: read_namespaced_<resource>
+    template_path: tuple[str, ...]
+    rolls_out: bool  # a template change replaces the running pods (a CronJob's only affects its next jobs)
+
+
+# A Job's pod template is immutable and a bare Pod's serviceAccountName too: neither can be patched.
+KINDS: dict[str, Kind] = {
+    "Deployment": Kind("apps_v1", "deployment", ("spec", "template"), True),
+    "StatefulSet": Kind("apps_v1", "stateful_set", ("spec", "template"), True),
+    "DaemonSet": Kind("apps_v1", "daemon_set", ("spec", "template"), True),
+    "CronJob": Kind("batch_v1", "cron_job", ("spec", "jobTemplate", "spec", "template"), False),
+}
+
+
+def pod_template_of(workload: t.Mapping[str, t.Any], kind: str) -> dict[str, t.Any]:
+    node: t.Any = workload
+    for step in KINDS[kind].template_path:
+        node = _field(node, step) or {}
+    return dict(node)
+
+
+def normalize_workload(workload: t.Any, kind: str) -> dict[str, t.Any]:
+    """The workload as this collection reports it: identity and the parts of its pod template the webhook reads."""
+    document = _document(workload)
+    metadata = _field(document, "metadata") or {}
+    template = pod_template_of(document, kind)
+    template_metadata = _field(template, "metadata") or {}
+    template_spec = _field(template, "spec") or {}
+    labels = dict(_field(template_metadata, "labels") or {})
+    annotations = dict(_field(template_metadata, "annotations") or {})
+    port = annotations.get(ANNOTATION_PROXY_SIDECAR_PORT)
+    return {
+        "kind": kind,
+        "namespace": _field(metadata, "namespace"),
+        "name": _field(metadata, "name"),
+        "uid": _field(metadata, "uid"),
+        # serviceAccount is the deprecated alias the API server still fills in from serviceAccountName
+        "service_account": _field(template_spec, "serviceAccountName") or _field(template_spec, "serviceAccount"),
+        "deprecated_service_account": _field(template_spec, "serviceAccount"),
+        "labels": labels,
+        "annotations": annotations,
+        "workload_identity": labels.get(LABEL_USE) == LABEL_USE_VALUE,
+        "proxy_sidecar": annotations.get(ANNOTATION_INJECT_PROXY_SIDECAR) == "true",
+        "proxy_sidecar_port": int(port) if isinstance(port, str) and port.isdigit() else None,
+    }
+
+
+# --- The gateways -----------------------------------------------------------------------------------------------
+class _Gateway(K8sApiCaller):
+    def __init__(self, api: t.Any, *, calls: ApiCalls | None = None, **caller: t.Any) -> None:
+        super().__init__(**caller)
+        self.api = api
+        self.calls = calls if calls is not None else ApiCalls()
+
+    def _counted(self, operation: str, call: t.Callable[[], t.Any], action: str, target: str, **kwargs: t.Any) -> t.Any:
+        self.calls.add(operation)
+        return self._call(call, action, target, **kwargs)
+
+    def _list_json(self, operation: str, call: t.Callable[..., t.Any], action: str, target: str) -> list[dict]:
+        """Every item of a LIST, following ``continue`` tokens (one request per page), as API dicts."""
+        items: list[dict[str, t.Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, t.Any] = {"_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            response = self._counted(operation, lambda kwargs=kwargs: call(**kwargs), action, target)
+            document = json.loads(response.data)
+            items += document.get("items") or []
+            token = (document.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def _create(self, operation: str, call: t.Callable[..., t.Any], action: str, target: str) -> t.Any:
+        try:
+            return self._counted(operation, lambda: call(**self._dry_run()), action, target)
+        except WorkloadIdentityError as error:
+            if error.status == 409 and error.code == "AlreadyExists":
+                raise Raced() from error
+            if error.status == 404 and status_details_kind(error) == "namespaces":
+                raise NamespaceMissing(
+                    str(error), code="NotFound", status=404, target=target, exception=error.original
+                ) from error
+            raise
+
+    def _patch(self, operation: str, call: t.Callable[..., t.Any], action: str, target: str) -> t.Any:
+        self.calls.add(operation)
+        return self._patch_or_raced(call, action, target)
+
+    def _delete(
+        self, operation: str, call: t.Callable[..., t.Any], uid: str | None, action: str, target: str, **extra: t.Any
+    ) -> None:
+        self.calls.add(operation)
+        self._delete_or_raced(call, uid, action, target, **extra)
+
+
+def _target(namespace: str, name: str) -> str:
+    return f"'{namespace}/{name}'"
+
+
+class ServiceAccounts(_Gateway):
+    """``api`` is a kubernetes ``CoreV1Api``."""
+
+    def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
+        found = self._counted(
+            "kubernetes.serviceaccounts.get",
+            lambda: self.api.read_namespaced_service_account(name, namespace),
+            "read ServiceAccount",
+            _target(namespace, name),
+            none_if_not_found=True,
+        )
+        return normalize_service_account(found) if found is not None else None
+
+    def list(self, namespace: str) -> dict[str, dict[str, t.Any]]:
+        """The namespace's ServiceAccounts by name: one LIST (per page). Empty for a namespace that does not exist."""
+        items = self._list_json(
+            "kubernetes.serviceaccounts.list",
+            lambda **kwargs: self.api.list_namespaced_service_account(namespace, **kwargs),
+            "list ServiceAccounts in namespace",
+            f"'{namespace}'",
+        )
+        found = [normalize_service_account(item) for item in items]
+        return {sa["name"]: sa for sa in found}
+
+    def list_all_json(self) -> list[dict[str, t.Any]]:
+        """Every ServiceAccount of the cluster as API dicts: one LIST (per page)."""
+        return self._list_json(
+            "kubernetes.serviceaccounts.list",
+            self.api.list_service_account_for_all_namespaces,
+            "list ServiceAccounts",
+            "in all namespaces",
+        )
+
+    def create(self, namespace: str, body: dict[str, t.Any]) -> t.Any:
+        return self._create(
+            "kubernetes.serviceaccounts.create",
+            lambda **dry_run: self.api.create_namespaced_service_account(namespace, body, **dry_run),
+            "create ServiceAccount",
+            _target(namespace, body["metadata"]["name"]),
+        )
+
+    def patch(self, namespace: str, name: str, body: dict[str, t.Any]) -> t.Any:
+        return self._patch(
+            "kubernetes.serviceaccounts.patch",
+            lambda **dry_run: self.api.patch_namespaced_service_account(name, namespace, body, **dry_run),
+            "update ServiceAccount",
+            _target(namespace, name),
+        )
+
+    def delete(self, namespace: str, name: str, uid: str | None) -> None:
+        self._delete(
+            "kubernetes.serviceaccounts.delete",
+            lambda **options: self.api.delete_namespaced_service_account(name, namespace, **options),
+            uid,
+            "delete ServiceAccount",
+            _target(namespace, name),
+        )
+
+
+class ConfigMaps(_Gateway):
+    """``api`` is a kubernetes ``CoreV1Api``."""
+
+    def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
+        found = self._counted(
+            "kubernetes.configmaps.get",
+            lambda: self.api.read_namespaced_config_map(name, namespace),
+            "read ConfigMap",
+            _target(namespace, name),
+            none_if_not_found=True,
+        )
+        return normalize_configmap(found) if found is not None else None
+
+    def list(self, namespace: str) -> dict[str, dict[str, t.Any]]:
+        """The namespace's ConfigMaps by name: one LIST (per page)."""
+        items = self._list_json(
+            "kubernetes.configmaps.list",
+            lambda **kwargs: self.api.list_namespaced_config_map(namespace, **kwargs),
+            "list ConfigMaps in namespace",
+            f"'{namespace}'",
+        )
+        found = [normalize_configmap(item) for item in items]
+        return {configmap["name"]: configmap for configmap in found}
+
+    def create(self, namespace: str, body: dict[str, t.Any]) -> t.Any:
+        return self._create(
+            "kubernetes.configmaps.create",
+            lambda **dry_run: self.api.create_namespaced_config_map(namespace, body, **dry_run),
+            "create ConfigMap",
+            _target(namespace, body["metadata"]["name"]),
+        )
+
+    def patch(self, namespace: str, name: str, body: dict[str, t.Any]) -> t.Any:
+        return self._patch(
+            "kubernetes.configmaps.patch",
+            lambda **dry_run: self.api.patch_namespaced_config_map(name, namespace, body, **dry_run),
+            "update ConfigMap",
+            _target(namespace, name),
+        )
+
+    def delete(self, namespace: str, name: str, uid: str | None) -> None:
+        self._delete(
+            "kubernetes.configmaps.delete",
+            lambda **options: self.api.delete_namespaced_config_map(name, namespace, **options),
+            uid,
+            "delete ConfigMap",
+            _target(namespace, name),
+        )
+
+
+class Namespaces(_Gateway):
+    """``api`` is a kubernetes ``CoreV1Api``."""
+
+    def read(self, name: str) -> dict[str, t.Any] | None:
+        found = self._counted(
+            "kubernetes.namespaces.get",
+            lambda: self.api.read_namespace(name),
+            "read namespace",
+            f"'{name}'",
+            none_if_not_found=True,
+        )
+        return normalize_namespace(found) if found is not None else None
+
+    def create(self, name: str, labels: dict[str, str] | None = None) -> dict[str, t.Any]:
+        """Create a namespace; one created meanwhile by someone else is fine (then None)."""
+        body: dict[str, t.Any] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        if labels:
+            body["metadata"]["labels"] = dict(labels)
+        try:
+            created = self._counted(
+                "kubernetes.namespaces.create",
+                lambda: self.api.create_namespace(body, **self._dry_run()),
+                "create namespace",
+                f"'{name}'",
+            )
+        except WorkloadIdentityError as error:
+            if error.status == 409 and error.code == "AlreadyExists":
+                return {"name": name, "uid": None, "labels": dict(labels or {}), "phase": None, "terminating": False}
+            raise
+        namespace = normalize_namespace(created)
+        if self.dry_run:
+            namespace["uid"] = None  # a dry run answers with a uid that will never exist
+        return namespace
+
+    def patch_labels(self, name: str, labels: dict[str, str | None]) -> dict[str, t.Any]:
+        patch = {"metadata": {"labels": dict(labels)}}  # a merge patch: None removes a label
+        patched = self._counted(
+            "kubernetes.namespaces.patch",
+            lambda: self.api.patch_namespace(name, patch, **self._dry_run()),
+            "update namespace",
+            f"'{name}'",
+        )
+        return normalize_namespace(patched)
+
+    def delete(self, name: str, uid: str | None) -> None:
+        """Delete (background propagation) unless it was recreated since our read; gone meanwhile is fine."""
+        try:
+            self._delete(
+                "kubernetes.namespaces.delete",
+                lambda **options: self.api.delete_namespace(name, **options),
+                uid,
+                "delete namespace",
+                f"'{name}'",
+                propagationPolicy="Background",
+            )
+        except Raced as raced:
+            cause = raced.__cause__
+            if isinstance(cause, WorkloadIdentityError) and cause.status != 404:
+                # Recreated since our read: say so rather than delete the new one.
+                raise WorkloadIdentityError(
+                    cause.message, code=cause.code, status=cause.status, target=cause.target, exception=cause.original
+                ) from raced
+
+    def list_names(self, name: str, api: t.Any, resource: str, limit: int) -> tuple[list[str], int]:
+        """Names of one kind of object in the namespace (at most ``limit``: one LIST) and how many more there are."""
+        method = getattr(api, f"list_namespaced_{resource}")
+        listed = self._counted(
+            f"kubernetes.{resource}.list",
+            lambda: method(name, limit=limit),
+            f"list {resource} in namespace",
+            f"'{name}'",
+        )
+        # With a limit the API server says how many items the later pages hold (remainingItemCount).
+        remaining = getattr(listed.metadata, "remaining_item_count", None) or 0
+        return [item.metadata.name for item in listed.items], remaining
+
+
+class PodTemplates(_Gateway):
+    """The workloads whose pod templates carry the webhook's label; ``api`` maps ``apps_v1``/``batch_v1`` to the
+    kubernetes clients."""
+
+    def _method(self, verb: str, kind: str) -> t.Callable[..., t.Any]:
+        spec = KINDS[kind]
+        return getattr(self.api[spec.api], f"{verb}_namespaced_{spec.resource}")
+
+    def read(self, kind: str, namespace: str, name: str) -> dict[str, t.Any] | None:
+        found = self._counted(
+            f"kubernetes.{KINDS[kind].resource}.get",
+            lambda: self._method("read", kind)(name, namespace),
+            "read",
+            f"{kind} {_target(namespace, name)}",
+            none_if_not_found=True,
+        )
+        return normalize_workload(found, kind) if found is not None else None
+
+    def list(self, kind: str, namespace: str) -> dict[str, dict[str, t.Any]]:
+        """The namespace's workloads of one kind by name: one LIST (per page)."""
+        method = self._method("list", kind)
+        items = self._list_json(
+            f"kubernetes.{KINDS[kind].resource}.list",
+            lambda **kwargs: method(namespace, **kwargs),
+            f"list {kind}s in namespace",
+            f"'{namespace}'",
+        )
+        found = [normalize_workload(item, kind) for item in items]
+        return {workload["name"]: workload for workload in found}
+
+    def patch(self, kind: str, namespace: str, name: str, body: dict[str, t.Any]) -> dict[str, t.Any]:
+        """A JSON merge patch (RFC 7386) naming only our keys: it needs no resourceVersion."""
+        extra: dict[str, t.Any] = {"_content_type": MERGE_PATCH, **self._dry_run()}
+        target = f"{kind} {_target(namespace, name)}"
+        try:
+            patched = self._counted(
+                f"kubernetes.{KINDS[kind].resource}.patch",
+                lambda: self._method("patch", kind)(name, namespace, body, **extra),
+                "patch the pod template of",
+                target,
+            )
+        except WorkloadIdentityError as error:
+            if error.status == 404:
+                raise WorkloadIdentityError(
+                    f"Failed to patch the pod template of {target}: it was deleted while being patched",
+                    code="NotFound",
+                    status=404,
+                    target=target,
+                    exception=error.original,
+                ) from error
+            raise
+        return normalize_workload(patched, kind)
+
+
+class Pods(_Gateway):
+    """``api`` is a kubernetes ``CoreV1Api``."""
+
+    def names_using(self, namespace: str, service_account: str) -> list[str]:
+        """Names of the running pods of the namespace that run as the ServiceAccount (finished ones left out).
+        One LIST with a field selector."""
+        items = self._list_json(
+            "kubernetes.pods.list",
+            lambda **kwargs: self.api.list_namespaced_pod(
+                namespace, field_selector=f"spec.serviceAccountName={service_account}", **kwargs
+            ),
+            "list pods in namespace",
+            f"'{namespace}'",
+        )
+        names = []
+        for pod in items:
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            if (pod.get("spec") or {}).get("serviceAccountName") == service_account:  # the selector, double-checked
+                names.append(_metadata(pod).get("name"))
+        return sorted(names)

@@ -1,0 +1,454 @@
+#!/usr/bin/python
+# Copyright: Contributors to the aks.workload_identity collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: workloads_verify
+short_description: Check that many workloads' Microsoft Entra Workload ID chains agree, and prove them, in one call
+version_added: 0.2.0
+description:
+  - For every workload, first the agreement checks over one snapshot of the world, then the proof the workload
+    itself will make at run time, workloads in parallel (at most O(parallel) at once).
+  - "Agreement: the managed identity exists (and has the client ID the workload was set up with, for entries of
+    C(workload_results)); the ServiceAccount exists and its C(azure.workload.identity/client-id) annotation is the
+    identity's client ID; a federated credential of the identity trusts the cluster's issuer and the
+    ServiceAccount's subject for the audience C(api://AzureADTokenExchange) (an issuer that differs only by its
+    trailing slash, a subject only by letter case, are named as such); every grant is assigned. Read in lists: one
+    of the identities per resource group, one of the credentials per identity, one of the role assignments per
+    grant scope, one of the ServiceAccounts per namespace, and the cluster once."
+  - "Proof (O(prove)), as M(aks.workload_identity.wid_verify) does it for one workload and from the same snapshot:
+    one TokenRequest token per ServiceAccount, its claims compared with the credentials, the exchange at Microsoft
+    Entra ID through azure-identity, the read of O(secret_name) in O(keyvault) or of O(arm_resource_id) with the
+    workload's token, and the webhook's dry run. Credential and role propagation is ridden out for at most
+    O(propagation_timeout) seconds; a definite mismatch fails at once. A failure names the step, the cause, the fix
+    and the service's error code. No token and no secret value is ever returned."
+  - Writes nothing to Azure; in Kubernetes only TokenRequests (not in check mode) and server-side dry runs.
+requirements:
+  - azure-identity >= 1.19.0
+  - azure-mgmt-msi >= 7.0.0
+  - azure-mgmt-authorization >= 4.0.0
+  - azure-mgmt-containerservice >= 34.0.0
+  - azure-keyvault-secrets >= 4.8.0 (for O(keyvault))
+  - kubernetes >= 29.0.0
+extends_documentation_fragment:
+  - aks.workload_identity.azure_auth
+  - aks.workload_identity.k8s_auth
+attributes:
+  check_mode:
+    support: full
+    description: The same reads and comparisons; no token is requested (a TokenRequest is a write), so no exchange.
+  diff_mode:
+    support: none
+    description: Writes nothing, so there is nothing to diff.
+  idempotent:
+    support: full
+    description: Changes nothing, ever.
+options:
+  items:
+    description:
+      - The workloads, as the M(aks.workload_identity.workload) role's C(workload_items) or its C(workload_results)
+        (with C(identity_name) and C(identity_resource_group), and the C(client_id) and C(issuer) they were set up
+        with, which are then compared too). C(name), C(namespace), C(service_account) and the identity are needed;
+        C(credential_name) checks the credential by name, C(grants) the role assignments.
+    type: list
+    elements: dict
+    required: true
+  issuer_url:
+    description:
+      - The OIDC issuer URL the credentials must trust, exactly as Azure returns it. Unset takes the cluster's
+        (O(cluster_resource_group), O(cluster_name)), else each workload's C(issuer). When both this and the
+        cluster's are known and differ, that is a problem of its own (RV(cluster_problems)).
+    type: str
+  cluster_resource_group:
+    description: Resource group of the AKS cluster to read (its issuer, OIDC issuer and workload identity settings).
+    type: str
+  cluster_name:
+    description: Name of the AKS cluster to read.
+    type: str
+  prove:
+    description:
+      - V(true) proves every chain with a real token (see the description); V(false) only runs the agreement
+        checks.
+    type: bool
+    default: true
+  keyvault:
+    description: Name or URL of the key vault whose O(secret_name) each workload reads with its token.
+    type: str
+  secret_name:
+    description: The secret to read; its value is never returned.
+    type: str
+  arm_resource_id:
+    description: An Azure Resource Manager resource to read with each workload's token when no secret is named.
+    type: str
+  arm_api_version:
+    description: The api-version to read O(arm_resource_id) with (not needed for a resource group).
+    type: str
+  propagation_timeout:
+    description: Seconds to keep retrying while Entra ID or Azure RBAC has not caught up with a credential or grant.
+    type: int
+    default: 300
+  retry_interval:
+    description: Seconds between the first retries (then backing off).
+    type: int
+    default: 5
+  webhook_dry_run:
+    description: Dry-run a labelled pod per workload and check what the webhook would inject.
+    type: bool
+    default: true
+  parallel:
+    description: How many workloads are proven at once (and reads in flight), 1-32.
+    type: int
+    default: 8
+seealso:
+  - module: aks.workload_identity.wid_verify
+  - module: aks.workload_identity.workloads
+author:
+  - Contributors to the aks.workload_identity collection (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+---
+- name: Prove every workload the workload role set up, reading the vault's secret as each
+  aks.workload_identity.workloads_verify:
+    items: "{{ workload_results }}"
+    cluster_resource_group: rg-aks
+    cluster_name: aks-prod
+    keyvault: kv-orders
+    secret_name: app-secret
+  register: proof
+
+- name: Only check that the chains agree (no token), in check mode
+  aks.workload_identity.workloads_verify:
+    items: "{{ workload_items }}"
+    issuer_url: "{{ cluster_issuer_url }}"
+    prove: false
+  check_mode: true
+"""
+
+RETURN = r"""
+workloads:
+  description: One entry per item, in order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The item's name.
+      type: str
+    namespace:
+      description: Namespace of the ServiceAccount.
+      type: str
+    service_account:
+      description: Name of the ServiceAccount.
+      type: str
+    subject:
+      description: The ServiceAccount's subject.
+      type: str
+    identity_name:
+      description: Name of the identity.
+      type: str
+    identity_resource_group:
+      description: Resource group of the identity.
+      type: str
+    client_id:
+      description: Client ID of the identity (null when it does not exist).
+      type: str
+    issuer:
+      description: The issuer the credential must trust.
+      type: str
+    credential_name:
+      description: The credential that agrees ("" when none does).
+      type: str
+    proof:
+      description:
+        - V(passed), V(failed), V(skipped) or V(error) in C(status); for a proof that ran, C(failed_step), C(cause),
+          C(fix), C(error_code), C(steps), C(webhook), C(access) (never a secret value), C(attempts) and
+          C(progress), as M(aks.workload_identity.wid_verify) returns them.
+      type: dict
+    passed:
+      description: No problem was found.
+      type: bool
+    problems:
+      description: One sentence per problem, the agreement checks first, then the proof's failure.
+      type: list
+      elements: str
+cluster:
+  description: The cluster as read (when named).
+  returned: when a cluster is named
+  type: dict
+cluster_problems:
+  description: What is wrong with the cluster itself (OIDC issuer or workload identity off, another issuer).
+  returned: always
+  type: list
+  elements: str
+passed:
+  description: Every workload passed and the cluster has no problem.
+  returned: always
+  type: bool
+api_calls:
+  description: Azure Resource Manager and Kubernetes requests of the snapshot, by operation.
+  returned: always
+  type: dict
+"""
+
+import typing as t
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.aks.workload_identity.plugins.module_utils import chain_checks, fleet
+from ansible_collections.aks.workload_identity.plugins.module_utils import trust_check as tc
+from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import AZURE_AUTH_ARGSPEC, AzureModule
+from ansible_collections.aks.workload_identity.plugins.module_utils.chain_verifier import (
+    MIN_TOKEN_REQUEST_SECONDS,
+    Verifier,
+    validate,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import Clusters
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8S_AUTH_ARGSPEC, K8sModule
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import DEFAULT_AUDIENCE
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_items import (
+    Item,
+    identity_groups,
+    parse_items,
+    validate_fleet,
+)
+
+ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
+    "items": {"type": "list", "elements": "dict", "required": True},
+    "issuer_url": {"type": "str"},
+    "cluster_resource_group": {"type": "str"},
+    "cluster_name": {"type": "str"},
+    "prove": {"type": "bool", "default": True},
+    "keyvault": {"type": "str", "no_log": False},  # a vault name or URL
+    "secret_name": {"type": "str", "no_log": False},  # a name, not a secret
+    "arm_resource_id": {"type": "str"},
+    "arm_api_version": {"type": "str"},
+    "propagation_timeout": {"type": "int", "default": 300},
+    "retry_interval": {"type": "int", "default": 5},
+    "webhook_dry_run": {"type": "bool", "default": True},
+    "parallel": {"type": "int", "default": fleet.DEFAULT_PARALLEL},
+}
+MODULE_KWARGS: dict[str, t.Any] = {
+    "required_together": [("cluster_resource_group", "cluster_name"), ("keyvault", "secret_name")],
+    "mutually_exclusive": [("keyvault", "arm_resource_id")],
+}
+
+
+def proof_params(params: dict[str, t.Any], item: Item, identity: dict[str, t.Any] | None, issuer: str | None) -> dict:
+    """wid_verify's options for one workload, from this module's."""
+    return {
+        **params,
+        "namespace": item.namespace,
+        "service_account": item.service_account,
+        "identity_client_id": (identity or {}).get("client_id"),
+        "tenant_id": None,
+        "identity_resource_group": item.identity.resource_group,
+        "identity_name": item.identity.name,
+        "issuer_url": issuer,
+        "cluster_resource_group": None,
+        "cluster_name": None,
+        "audience": DEFAULT_AUDIENCE,
+        "token_expiration": MIN_TOKEN_REQUEST_SECONDS,
+        "scope": None,
+        "return_secret_value": False,
+        "fail_on_error": False,
+    }
+
+
+def proof_summary(result: dict[str, t.Any]) -> dict[str, t.Any]:
+    """What the verify role shows of a proof: never a token or a secret value."""
+    return {
+        "status": "passed" if result["passed"] else "failed",
+        "failed_step": result["failed_step"],
+        "cause": result["cause"],
+        "fix": result["fix"],
+        "error_code": result["error_code"],
+        "steps": result["steps"],
+        "webhook": result["webhook"],
+        "access": {k: v for k, v in result["access"].items() if k != "secret_value"},
+        "attempts": result["attempts"] or 1,
+        "progress": result["progress"],
+    }
+
+
+def cluster_problems(params: dict[str, t.Any], cluster: dict[str, t.Any] | None) -> list[str]:
+    name = params["cluster_name"]
+    if not name:
+        return []
+    if cluster is None:
+        return [f"cannot read cluster {name}: it does not exist"]
+    problems = []
+    if not cluster["oidc_issuer_enabled"]:
+        problems.append(
+            f"the OIDC issuer of cluster {name} is off: the tokens of its ServiceAccounts cannot be exchanged (the "
+            "cluster role enables it)"
+        )
+    if not cluster["workload_identity_enabled"]:
+        problems.append(
+            f"workload identity is off on cluster {name}: the webhook does not give pods their identity (the cluster "
+            "role enables it)"
+        )
+    issuer = params["issuer_url"]
+    if issuer and cluster["issuer_url"] and issuer != cluster["issuer_url"]:
+        problems.append(f"issuer_url {issuer} is not the issuer of cluster {name}, {cluster['issuer_url']}")
+    return problems
+
+
+class Verification:
+    def __init__(self, module: AnsibleModule, azure: AzureModule, kube: K8sModule) -> None:
+        self.module, self.azure, self.kube, self.params = module, azure, kube, module.params
+        self.engine = fleet.Fleet(azure, kube, check_mode=module.check_mode, parallel=self.params["parallel"])
+
+    def run(self, items: list[Item]) -> dict[str, t.Any]:
+        engine = self.engine
+        engine.prepare()
+        cluster = None
+        if self.params["cluster_name"]:
+            cluster = Clusters(self.azure).get(self.params["cluster_resource_group"], self.params["cluster_name"])
+        engine.read_identities(items)
+        engine.read_credentials(identity_groups(items))
+        engine.read_assignments(g.scope for item in items for g in item.grants)
+        engine.resolve_roles((g.role, g.scope) for item in items for g in item.grants)
+        engine.read_kubernetes(items, service_accounts_only=True)
+        issuer = self.params["issuer_url"] or (cluster or {}).get("issuer_url")
+        checked = [self.agreement(item, issuer) for item in items]
+        if self.params["prove"]:
+            proofs = engine._run_all(
+                (index, lambda c=check: self.prove(c)) for index, check in enumerate(checked) if check["identity"]
+            )
+            for index, proof in proofs.items():
+                checked[index]["proof"] = (
+                    {"status": "error", "reason": str(proof)} if isinstance(proof, WorkloadIdentityError) else proof
+                )
+        results = [self.report(check) for check in checked]
+        problems = cluster_problems(self.params, cluster)
+        view = None
+        if self.params["cluster_name"]:
+            keys = ("name", "resource_group", "issuer_url", "oidc_issuer_enabled", "workload_identity_enabled")
+            view = {"exists": cluster is not None, **{k: cluster[k] for k in keys}} if cluster else {"exists": False}
+        return {
+            "workloads": results,
+            "cluster": view,
+            "cluster_problems": problems,
+            "passed": not problems and all(r["passed"] for r in results),
+        }
+
+    def agreement(self, item: Item, cluster_issuer: str | None) -> dict[str, t.Any]:
+        snapshot = self.engine.snapshot
+        group = item.identity.resource_group.lower()
+        identity_error = snapshot.errors.get(f"group:{group}")
+        identity = snapshot.identities.get(item.identity.key)
+        sa_error = snapshot.errors.get(f"sa:{item.namespace}")
+        service_account = snapshot.service_accounts.get(item.namespace, {}).get(item.service_account)
+        issuer = cluster_issuer or item.expected_issuer
+        problems = chain_checks.identity_problems(item, identity, _text(identity_error))
+        problems += chain_checks.service_account_problems(item, service_account, identity, _text(sa_error))
+        credential_name = ""
+        if identity is not None:
+            credential_error = snapshot.errors.get(f"credentials:{item.identity.key}")
+            found, credential_name = chain_checks.credential_problems(
+                item, snapshot.credentials.get(item.identity.key), issuer, _text(credential_error)
+            )
+            problems += found
+            errors = {key: _text(error) for key, error in snapshot.errors.items()}
+            problems += chain_checks.grant_problems(
+                item, identity.get("principal_id"), snapshot.assignments, snapshot.roles, errors
+            )
+        skipped = "verify_prove is false" if not self.params["prove"] else "the identity could not be read"
+        return {
+            "item": item,
+            "identity": identity,
+            "service_account": service_account,
+            "issuer": issuer,
+            "credential_name": credential_name,
+            "problems": problems,
+            "proof": {"status": "skipped", "reason": skipped},
+        }
+
+    def prove(self, check: dict[str, t.Any]) -> dict[str, t.Any]:
+        item, identity = check["item"], check["identity"]
+        credentials = self.engine.snapshot.credentials.get(item.identity.key)
+        preloaded = {
+            "service_account": check["service_account"],
+            "identity": {**identity, "credentials": credentials} if credentials is not None else identity,
+        }
+        params = proof_params(self.params, item, identity, check["issuer"])
+        verifier = Verifier(self.azure, self.kube, params=params, preloaded=preloaded)
+        try:
+            return proof_summary(verifier.run())
+        except (WorkloadIdentityError, ValueError) as exc:
+            return {"status": "error", "reason": tc.redact(str(exc), [verifier.token])}
+
+    def report(self, check: dict[str, t.Any]) -> dict[str, t.Any]:
+        item, identity, proof = check["item"], check["identity"], check["proof"]
+        problems = list(check["problems"])
+        if proof["status"] == "failed":
+            code = f" [{proof['error_code']}]" if proof.get("error_code") else ""
+            problems.append(f"proof failed at step {proof['failed_step']}: {proof['cause']} Fix: {proof['fix']}{code}")
+        elif proof["status"] == "error":
+            problems.append(f"the proof could not run: {proof['reason']}")
+        return {
+            "name": item.name,
+            "namespace": item.namespace,
+            "service_account": item.service_account,
+            "subject": item.subject,
+            "identity_name": item.identity.name,
+            "identity_resource_group": item.identity.resource_group,
+            "client_id": (identity or {}).get("client_id"),
+            "issuer": check["issuer"] or "",
+            "credential_name": check["credential_name"],
+            "proof": proof,
+            "passed": not problems,
+            "problems": problems,
+        }
+
+
+def _text(error: WorkloadIdentityError | None) -> str | None:
+    return tc.short_message(str(error)) if error is not None else None
+
+
+def check_options(params: dict[str, t.Any]) -> list[str]:
+    errors = []
+    if not 1 <= params["parallel"] <= 32:
+        errors.append(f"parallel: must be 1-32, got {params['parallel']}")
+    probe = {
+        **params,
+        "namespace": "probe",
+        "service_account": "probe",
+        "identity_client_id": None,
+        "tenant_id": None,
+        "token_expiration": MIN_TOKEN_REQUEST_SECONDS,
+    }
+    return errors + validate(probe)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=AZURE_AUTH_ARGSPEC | K8S_AUTH_ARGSPEC | ARGUMENT_SPEC, supports_check_mode=True, **MODULE_KWARGS
+    )
+    azure, kube = AzureModule(module=module), K8sModule(module=module)
+    secrets = [module.params.get("secret"), module.params.get("api_key")]
+    try:
+        items, errors = parse_items(module.params["items"], accept_results=True)
+        errors = check_options(module.params) + (
+            errors or validate_fleet(items, state="absent", issuer=module.params["issuer_url"], tenant_id=None)
+        )
+        if errors:
+            raise WorkloadIdentityError(f"Invalid input: {'; '.join(errors)}", code="InvalidParameter")
+        outcome = Verification(module, azure, kube).run(items)
+    except WorkloadIdentityError as exc:
+        kwargs = exc.to_fail_kwargs(redact=secrets)
+        module.fail_json(**{k: tc.redact(v, secrets) if isinstance(v, str) else v for k, v in kwargs.items()})
+    result = {"changed": False, **outcome, "api_calls": azure.calls.as_dict()}
+    if result["cluster"] is None:
+        del result["cluster"]
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
