@@ -50,7 +50,18 @@ unit: venv
 pytest: lab-build
 	$(PY) -m pytest -q $(ARGS)
 
-test: lint sanity pytest
+# Each phase prints its wall time, so a slow CI run says where the time went.
+test: venv
+	started=$$SECONDS
+	phase() { local name=$$1; shift; local t0=$$SECONDS; "$$@"; echo "== phase $$name: $$((SECONDS - t0)) s"; }
+	phase lint $(MAKE) --no-print-directory lint
+	phase sanity $(MAKE) --no-print-directory sanity
+	phase lab-build $(MAKE) --no-print-directory lab-build
+	phase unit $(PY) -m pytest -q tests/unit
+	phase lab $(PY) -m pytest -q tests/lab
+	phase integration $(PY) -m pytest -q tests/integration/modules
+	phase molecule $(PY) -m pytest -q tests/integration/test_molecule.py
+	echo "== make test: $$((SECONDS - started)) s"
 
 # API requests per workload of each flow, on a lab of its own (python -m tests.bench --help)
 bench: lab-build

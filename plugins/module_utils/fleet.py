@@ -188,17 +188,17 @@ class Fleet:
         self._identity_plans: dict[tuple[str, str], Plan] = {}
 
     # -- plumbing
-    def prepare(self, *, kubernetes: bool = True) -> None:
-        """Build every client and sign in once, before any worker thread starts: the credential's first token
+    def prepare(self, *, kubernetes: bool = True, workloads: bool = False) -> None:
+        """Build the clients and sign in once, before any worker thread starts: the credential's first token
         request then serves all of them (azure-identity caches the token; concurrent first calls would each sign
-        in)."""
+        in). The apps and batch clients (a second of imports) only when workloads are to be patched."""
         self.azure.credential.get_token(*self.azure.cloud.credential_scopes)
         for client in ("msi", "authorization", "resources"):
             getattr(self.azure, client)
         if kubernetes:
             configuration = self.kube.configuration
             configuration.connection_pool_maxsize = max(self.parallel, configuration.connection_pool_maxsize or 0)
-            for client in ("core_v1", "apps_v1", "batch_v1"):
+            for client in ("core_v1", *(("apps_v1", "batch_v1") if workloads else ())):
                 getattr(self.kube, client)
 
     def _k8s(self, gateway: type, api: t.Any) -> t.Any:
@@ -295,7 +295,6 @@ class Fleet:
         and kind of workload to patch."""
         accounts = self._k8s(ServiceAccounts, self.kube.core_v1)
         configmaps = self._k8s(ConfigMaps, self.kube.core_v1)
-        templates = self._k8s(PodTemplates, {"apps_v1": self.kube.apps_v1, "batch_v1": self.kube.batch_v1})
         jobs: list[tuple[t.Any, t.Callable[[], t.Any]]] = []
         for namespace in dict.fromkeys(item.namespace for item in items):
             jobs.append((("sa", namespace), lambda ns=namespace: accounts.list(ns)))
@@ -307,6 +306,8 @@ class Fleet:
             if service_accounts_only
             else dict.fromkeys((p.kind, item.namespace) for item in items for p in item.patch_workloads)
         )
+        if kinds:
+            templates = self._k8s(PodTemplates, {"apps_v1": self.kube.apps_v1, "batch_v1": self.kube.batch_v1})
         for kind, namespace in kinds:
             jobs.append((("wl", kind, namespace), lambda k=kind, ns=namespace: templates.list(k, ns)))
         for key, listed in self._run_all(jobs).items():

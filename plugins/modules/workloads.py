@@ -481,7 +481,7 @@ def converge(module: AnsibleModule, engine: fleet.Fleet, params: dict[str, t.Any
         errors = validate_fleet(items, state="present", issuer=params["issuer_url"], tenant_id=tenant_id)
     if errors:
         raise WorkloadIdentityError(f"Invalid items: {'; '.join(errors)}", code="InvalidParameter")
-    engine.prepare()
+    engine.prepare(workloads=any(item.patch_workloads for item in items))
     cluster = read_cluster(engine.azure, params)
     if cluster.issuer is None and not module.check_mode:
         raise WorkloadIdentityError(
@@ -505,7 +505,7 @@ def take_down(module: AnsibleModule, engine: fleet.Fleet, params: dict[str, t.An
     staying = [item for item in keep if (item.namespace, item.service_account) not in leaving]
     cluster = read_cluster(engine.azure, params, always=True)
     kubernetes = cluster.exists is not False
-    engine.prepare(kubernetes=kubernetes)
+    engine.prepare(kubernetes=kubernetes, workloads=any(item.patch_workloads for item in items))
     runs, identities = engine.take_down(
         items,
         staying=staying,
