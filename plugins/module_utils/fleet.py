@@ -225,6 +225,16 @@ class Fleet:
         return results
 
     # -- reads
+    def read_azure(self, items: list[Item]) -> None:
+        """The items' identities (one list per resource group), the credentials of those that exist (one list
+        each), the role assignments at the scopes they are granted at (one list per scope) and the roles named."""
+        self.read_identities(items)
+        self.read_credentials(identity_groups(items))
+        self.read_assignments(
+            g.scope for item in items if self.snapshot.identities.get(item.identity.key) for g in item.grants
+        )
+        self.resolve_roles((g.role, g.scope) for item in items for g in item.grants)
+
     def read_identities(self, items: list[Item]) -> None:
         """One list per resource group of the items' identities: every identity's client and principal ID."""
         groups = {item.identity.resource_group.lower(): item.identity.resource_group for item in items}
@@ -343,12 +353,7 @@ class Fleet:
     ) -> tuple[list[WorkloadRun], dict[tuple[str, str], dict[str, t.Any]]]:
         runs = [WorkloadRun(item) for item in items]
         groups = identity_groups(items)
-        self.read_identities(items)
-        self.read_credentials(groups)
-        self.read_assignments(
-            g.scope for item in items if self.snapshot.identities.get(item.identity.key) for g in item.grants
-        )
-        self.resolve_roles((g.role, g.scope) for item in items for g in item.grants)
+        self.read_azure(items)
         self.read_group_locations(
             item.identity.resource_group
             for item in items
@@ -497,18 +502,18 @@ class Fleet:
                 f"{item.identity.label} does not exist yet: its client ID and principal ID are assigned on creation "
                 "(check mode plans with a stand-in)"
             )
-        for step, plan_it in (
-            (SERVICE_ACCOUNT, lambda: self._plan_service_account(item, client_id or PLACEHOLDER_CLIENT_ID, tenant_id)),
-            (GRANTS, lambda: self._plan_grants(item, principal_id)),
-            (CONFIGMAP, lambda: self._plan_configmap(item, client_id or PLACEHOLDER_CLIENT_ID, tenant_id, planned)),
-            (POD_TEMPLATES, lambda: self._plan_pod_templates(item, "present")),
-        ):
-            try:
-                for target, plan, context in plan_it():
-                    run.record(step, target, plan, **context)
-            except WorkloadIdentityError as exc:
-                run.fail(step, exc)
-                return
+        _record_plans(
+            run,
+            [
+                (
+                    SERVICE_ACCOUNT,
+                    lambda: self._plan_service_account(item, client_id or PLACEHOLDER_CLIENT_ID, tenant_id),
+                ),
+                (GRANTS, lambda: self._plan_grants(item, principal_id)),
+                (CONFIGMAP, lambda: self._plan_configmap(item, client_id or PLACEHOLDER_CLIENT_ID, tenant_id, planned)),
+                (POD_TEMPLATES, lambda: self._plan_pod_templates(item, "present")),
+            ],
+        )
 
     def _plan_service_account(self, item: Item, client_id: str, tenant_id: str | None) -> list[Planned]:
         self._raise_read_error(f"sa:{item.namespace}")
@@ -733,12 +738,7 @@ class Fleet:
     ) -> tuple[list[WorkloadRun], list[dict[str, t.Any]]]:
         runs = [WorkloadRun(item) for item in items]
         groups = identity_groups(items)
-        self.read_identities(items)
-        self.read_credentials(groups)
-        self.read_assignments(
-            g.scope for item in items if self.snapshot.identities.get(item.identity.key) for g in item.grants
-        )
-        self.resolve_roles((g.role, g.scope) for item in items for g in item.grants)
+        self.read_azure(items)
         if kubernetes:
             self.read_kubernetes(items)
         decisions = self._identity_decisions(groups, staying, keep_identity, issuer)
@@ -833,13 +833,7 @@ class Fleet:
             (CONFIGMAP, lambda: self._plan_configmap_removal(item, remove_keys) if kubernetes else []),
             (SERVICE_ACCOUNT, lambda: self._plan_service_account_removal(item, remove_keys) if kubernetes else []),
         ]
-        for step, plan_it in steps:
-            try:
-                for target, plan, context in plan_it():
-                    run.record(step, target, plan, **context)
-            except WorkloadIdentityError as exc:
-                run.fail(step, exc)
-                return
+        _record_plans(run, steps)
 
     def _plan_grant_removal(self, item: Item, principal_id: str | None, kept: set[tuple[str, str]]) -> list[Planned]:
         planned = []
@@ -1024,6 +1018,17 @@ class Fleet:
             done.result = None
 
 
+def _record_plans(run: WorkloadRun, steps: list[tuple[str, t.Callable[[], list[Planned]]]]) -> None:
+    """Plan each step in order and record it; the first that cannot be planned fails the workload there."""
+    for step, plan_it in steps:
+        try:
+            for target, plan, context in plan_it():
+                run.record(step, target, plan, **context)
+        except WorkloadIdentityError as exc:
+            run.fail(step, exc)
+            return
+
+
 def _credentials_on_their_own(members: list[WorkloadRun]) -> None:
     """The identity stays after all: credentials planned to go with it must be deleted by themselves."""
     for run in members:
@@ -1107,12 +1112,7 @@ def workload_result(run: WorkloadRun, issuer: str | None) -> dict[str, t.Any]:
     credential = run.step(CREDENTIAL)
     credential_view = (credential.result or credential.plan.after or credential.plan.before or {}) if credential else {}
     return {
-        "name": item.name,
-        "namespace": item.namespace,
-        "service_account": item.service_account,
-        "subject": item.subject,
-        "identity_name": item.identity.name,
-        "identity_resource_group": item.identity.resource_group,
+        **item.view(),
         # None in check mode for an identity that would be created: Azure assigns them
         "identity_id": current.get("id"),
         "client_id": current.get("client_id"),

@@ -189,6 +189,17 @@ class Item:
     def where(self) -> str:
         return f"items[{self.index}] ({self.name})"
 
+    def view(self) -> dict[str, str]:
+        """What every per-workload result starts with."""
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "service_account": self.service_account,
+            "subject": self.subject,
+            "identity_name": self.identity.name,
+            "identity_resource_group": self.identity.resource_group,
+        }
+
     @property
     def service_account_label(self) -> str:
         return f"ServiceAccount '{self.namespace}/{self.service_account}'"

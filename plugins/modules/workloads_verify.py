@@ -213,7 +213,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client i
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import DEFAULT_AUDIENCE
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_items import (
     Item,
-    identity_groups,
     parse_items,
     validate_fleet,
 )
@@ -310,10 +309,7 @@ class Verification:
         cluster = None
         if self.params["cluster_name"]:
             cluster = Clusters(self.azure).get(self.params["cluster_resource_group"], self.params["cluster_name"])
-        engine.read_identities(items)
-        engine.read_credentials(identity_groups(items))
-        engine.read_assignments(g.scope for item in items for g in item.grants)
-        engine.resolve_roles((g.role, g.scope) for item in items for g in item.grants)
+        engine.read_azure(items)
         engine.read_kubernetes(items, service_accounts_only=True)
         issuer = self.params["issuer_url"] or (cluster or {}).get("issuer_url")
         checked = [self.agreement(item, issuer) for item in items]
@@ -393,12 +389,7 @@ class Verification:
         elif proof["status"] == "error":
             problems.append(f"the proof could not run: {proof['reason']}")
         return {
-            "name": item.name,
-            "namespace": item.namespace,
-            "service_account": item.service_account,
-            "subject": item.subject,
-            "identity_name": item.identity.name,
-            "identity_resource_group": item.identity.resource_group,
+            **item.view(),
             "client_id": (identity or {}).get("client_id"),
             "issuer": check["issuer"] or "",
             "credential_name": check["credential_name"],

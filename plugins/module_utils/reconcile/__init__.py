@@ -17,6 +17,9 @@ import copy
 import typing as t
 from dataclasses import dataclass, field
 
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import Raced
+
 CREATE = "create"
 UPDATE = "update"
 DELETE = "delete"
@@ -41,6 +44,48 @@ class Plan:
     def diff(self) -> dict[str, dict[str, t.Any]]:
         """Ansible's diff: before/after as dicts ({} for absent)."""
         return {"before": copy.deepcopy(self.before) or {}, "after": copy.deepcopy(self.after) or {}}
+
+
+RACE_ATTEMPTS = 3  # read -> plan -> apply rounds when another writer races us (AlreadyExists, NotFound, Conflict)
+
+
+class NamespacedReconciler:
+    """The read -> plan -> apply round of a namespaced Kubernetes object, again from the read when another writer
+    got in between. Subclasses give ``kind``, ``read(namespace, name)``, ``plan_for(actual, desired)`` and
+    ``attempt(actual, desired, plan)``, which returns the outcome or lets the gateway's ``Raced`` through."""
+
+    kind = "object"
+
+    def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
+        raise NotImplementedError
+
+    def plan_for(self, actual: dict[str, t.Any] | None, desired: t.Any) -> Plan:
+        raise NotImplementedError
+
+    def attempt(self, actual: dict[str, t.Any] | None, desired: t.Any, decided: Plan) -> t.Any:
+        raise NotImplementedError
+
+    def apply(self, actual: dict[str, t.Any] | None, desired: t.Any, decided: Plan) -> t.Any:
+        """Carry out a plan made from ``actual`` (read by the caller, for example in one list of the namespace);
+        when another writer changed the object since, read it again and start over."""
+        try:
+            return self.attempt(actual, desired, decided)
+        except Raced:
+            return self.reconcile(desired)
+
+    def reconcile(self, desired: t.Any) -> t.Any:
+        for _attempt in range(RACE_ATTEMPTS):
+            actual = self.read(desired.namespace, desired.name)
+            try:
+                return self.attempt(actual, desired, self.plan_for(actual, desired))
+            except Raced:
+                continue
+        raise WorkloadIdentityError(
+            f"Failed to reconcile {self.kind} {desired.target}: it kept changing under us ({RACE_ATTEMPTS} attempts); "
+            "another controller may be managing it",
+            code="Conflict",
+            target=desired.target,
+        )
 
 
 def changed_keys(before: t.Mapping[str, t.Any] | None, after: t.Mapping[str, t.Any] | None) -> list[str]:

@@ -27,12 +27,12 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kub
     ServiceAccounts,
     normalize_service_account,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import Raced
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
     NONE,
     UPDATE,
+    NamespacedReconciler,
     Plan,
     merge_owned,
 )
@@ -71,7 +71,6 @@ LABEL_VALUE_PATTERN = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$
 ANNOTATIONS_SIZE_MAX = 256 * 1024
 
 MAX_NAMED_PODS = 5  # pods named in the restart warning; the result lists them all
-RACE_ATTEMPTS = 3  # read -> plan -> apply rounds when another writer races us (AlreadyExists, NotFound, Conflict)
 
 
 # --- The desired state --------------------------------------------------------------------------------------------
@@ -300,12 +299,14 @@ class Outcome:
         return self.plan.changed
 
 
-class ServiceAccountReconciler:
+class ServiceAccountReconciler(NamespacedReconciler):
     """Reads, plans and applies one ServiceAccount through the gateways, on a kubernetes ``CoreV1Api``.
 
     ``dry_run`` (check mode) sends every write with ``dryRun=All``: the API server validates, runs admission and
     answers with the result, and persists nothing.
     """
+
+    kind = "ServiceAccount"
 
     def __init__(self, core_v1: t.Any, *, calls: ApiCalls | None = None, **caller: t.Any) -> None:
         self.accounts = ServiceAccounts(core_v1, calls=calls, **caller)
@@ -342,41 +343,17 @@ class ServiceAccountReconciler:
     def _delete(self, uid: str | None, desired: DesiredServiceAccount) -> None:
         self.accounts.delete(desired.namespace, desired.name, uid)
 
-    # The whole round.
-    def reconcile(self, desired: DesiredServiceAccount) -> Outcome:
-        """Read -> plan -> (pods check) -> apply, again from the read when another writer got in between."""
-        for _attempt in range(RACE_ATTEMPTS):
-            actual = self.read(desired.namespace, desired.name)
-            decided = plan(actual, desired)
-            outcome = Outcome(decided, actual, warnings=list(decided.warnings))
-            if settings_change_affects_pods(decided):
-                self._check_pods(decided, desired, outcome)
-            if not decided.changed:
-                return outcome
-            try:
-                self._apply(actual, desired, outcome)
-            except Raced:
-                continue
-            return outcome
-        raise WorkloadIdentityError(
-            f"Failed to reconcile ServiceAccount {desired.target}: it kept changing under us "
-            f"({RACE_ATTEMPTS} attempts); another controller may be managing it",
-            code="Conflict",
-            target=desired.target,
-        )
+    # The whole round (NamespacedReconciler: reconcile, apply).
+    def plan_for(self, actual: dict[str, t.Any] | None, desired: DesiredServiceAccount) -> Plan:
+        return plan(actual, desired)
 
-    def apply(self, actual: dict[str, t.Any] | None, desired: DesiredServiceAccount, decided: Plan) -> Outcome:
-        """Carry out a plan made from ``actual`` (read by the caller, for example in one list of the namespace);
-        when another writer changed the object since, read it again and start over."""
+    def attempt(self, actual: dict[str, t.Any] | None, desired: DesiredServiceAccount, decided: Plan) -> Outcome:
+        """The plan carried out (after the pods check), or RacedWrite."""
         outcome = Outcome(decided, actual, warnings=list(decided.warnings))
         if settings_change_affects_pods(decided):
             self._check_pods(decided, desired, outcome)
-        if not decided.changed:
-            return outcome
-        try:
-            self._apply(actual, desired, outcome)
-        except Raced:
-            return self.reconcile(desired)
+        if decided.changed:
+            self._apply(actual, desired, outcome)  # Raced: NamespacedReconciler reads again
         return outcome
 
     def _check_pods(self, decided: Plan, desired: DesiredServiceAccount, outcome: Outcome) -> None:

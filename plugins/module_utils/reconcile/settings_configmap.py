@@ -26,12 +26,12 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kub
     Namespaces,
     normalize_configmap,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import Raced
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
     NONE,
     UPDATE,
+    NamespacedReconciler,
     Plan,
     merge_owned,
 )
@@ -57,7 +57,6 @@ OWNED_KEYS: dict[str, str] = {"client_id": ENV_CLIENT_ID, "tenant_id": ENV_TENAN
 CONFIGMAP_KEY_PATTERN = re.compile(r"^[-._a-zA-Z0-9]+$")
 CONFIGMAP_KEY_MAX = 253
 CONFIGMAP_SIZE_MAX = 1024 * 1024  # the API server refuses a ConfigMap whose data exceeds 1 MiB
-RACE_ATTEMPTS = 3  # read -> plan -> apply rounds when another writer races us (AlreadyExists, NotFound, Conflict)
 
 
 # --- The desired state --------------------------------------------------------------------------------------------
@@ -205,9 +204,11 @@ class Outcome:
         return self.plan.changed
 
 
-class ConfigMapReconciler:
+class ConfigMapReconciler(NamespacedReconciler):
     """Reads, plans and applies one ConfigMap through the gateways, on a kubernetes ``CoreV1Api`` (dry run in
     check mode)."""
+
+    kind = "ConfigMap"
 
     def __init__(self, core_v1: t.Any, *, calls: ApiCalls | None = None, **caller: t.Any) -> None:
         self.configmaps = ConfigMaps(core_v1, calls=calls, **caller)
@@ -243,37 +244,15 @@ class ConfigMapReconciler:
     def _delete(self, uid: str | None, desired: DesiredConfigMap) -> None:
         self.configmaps.delete(desired.namespace, desired.name, uid)
 
-    def apply(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap, decided: Plan) -> Outcome:
-        """Carry out a plan made from ``actual`` (read by the caller); when another writer changed the object
-        since, read it again and start over."""
-        outcome = Outcome(decided, actual)
-        if not decided.changed:
-            return outcome
-        try:
-            self._apply(actual, desired, outcome)
-        except Raced:
-            return self.reconcile(desired)
-        return outcome
+    # The whole round (NamespacedReconciler: reconcile, apply).
+    def plan_for(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap) -> Plan:
+        return plan(actual, desired)
 
-    def reconcile(self, desired: DesiredConfigMap) -> Outcome:
-        """Read -> plan -> apply, again from the read when another writer got in between."""
-        for _attempt in range(RACE_ATTEMPTS):
-            actual = self.read(desired.namespace, desired.name)
-            decided = plan(actual, desired)
-            outcome = Outcome(decided, actual)
-            if not decided.changed:
-                return outcome
-            try:
-                self._apply(actual, desired, outcome)
-            except Raced:
-                continue
-            return outcome
-        raise WorkloadIdentityError(
-            f"Failed to reconcile ConfigMap {desired.target}: it kept changing under us ({RACE_ATTEMPTS} attempts); "
-            "another controller may be managing it",
-            code="Conflict",
-            target=desired.target,
-        )
+    def attempt(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap, decided: Plan) -> Outcome:
+        outcome = Outcome(decided, actual)
+        if decided.changed:
+            self._apply(actual, desired, outcome)  # Raced: NamespacedReconciler reads again
+        return outcome
 
     def _apply(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap, outcome: Outcome) -> None:
         decided = outcome.plan

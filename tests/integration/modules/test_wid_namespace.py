@@ -11,17 +11,11 @@ import uuid
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from tests.integration.runner import run_module
 
 pytestmark = pytest.mark.lab
-
-
-@pytest.fixture(scope="module")
-def core(lab) -> k8s.CoreV1Api:
-    return k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(lab.admin_kubeconfig)))
 
 
 def read(core: k8s.CoreV1Api, name: str) -> k8s.V1Namespace | None:

@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from tests.integration.runner import run_module
@@ -21,11 +20,6 @@ MODULE = "wid_settings_configmap"
 CLIENT = "6f0c1b2a-8d3e-4f5a-9b7c-1d2e3f4a5b6c"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 VAULT = "https://kv-orders.vault.azure.net/"
-
-
-@pytest.fixture(scope="module")
-def core(lab) -> k8s.CoreV1Api:
-    return k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(lab.admin_kubeconfig)))
 
 
 def read(core: k8s.CoreV1Api, namespace: str, name: str) -> k8s.V1ConfigMap | None:

@@ -17,8 +17,6 @@ import time
 import uuid
 
 import pytest
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from tests.integration.runner import VENV_BIN, run_module
 
@@ -27,23 +25,6 @@ pytestmark = pytest.mark.lab
 MODULE = "workloads"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 MSI = "/providers/microsoft.managedidentity/userassignedidentities/"
-
-
-@pytest.fixture(scope="module")
-def cluster(lab) -> dict[str, str]:
-    """The lab cluster with its OIDC issuer on (aks_oidc may write; the module under test reads it)."""
-    enabled = run_module("aks_oidc", {"resource_group": lab.seed["resource_group"], "name": "aks-wid-lab"}, env=lab.env)
-    assert not enabled.failed, enabled.result
-    return {"cluster_resource_group": lab.seed["resource_group"], "cluster_name": "aks-wid-lab"}
-
-
-@pytest.fixture(scope="module")
-def core(lab) -> k8s.CoreV1Api:
-    configuration = k8s.Configuration()
-    k8s_config.load_kube_config(
-        config_file=lab.env["K8S_AUTH_KUBECONFIG"], client_configuration=configuration, persist_config=False
-    )
-    return k8s.CoreV1Api(k8s.ApiClient(configuration))
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from tests.integration.runner import run_module
 from tests.lab.kube import controlplane
@@ -17,13 +15,6 @@ from tests.lab.kube import controlplane
 pytestmark = pytest.mark.lab
 
 MODULE = "workloads_verify"
-
-
-@pytest.fixture(scope="module")
-def cluster(lab) -> dict[str, str]:
-    enabled = run_module("aks_oidc", {"resource_group": lab.seed["resource_group"], "name": "aks-wid-lab"}, env=lab.env)
-    assert not enabled.failed, enabled.result
-    return {"cluster_resource_group": lab.seed["resource_group"], "cluster_name": "aks-wid-lab"}
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +66,7 @@ def test_many_workloads_are_proven_in_one_call_with_one_token_each(lab, cluster,
     assert lab.writes(marks[0]) == []
 
 
-def test_drift_is_named_per_workload_and_check_mode_mints_no_token(lab, cluster, fleet, tmp_path):
-    configuration = k8s.Configuration()
-    k8s_config.load_kube_config(
-        config_file=lab.env["K8S_AUTH_KUBECONFIG"], client_configuration=configuration, persist_config=False
-    )
-    core = k8s.CoreV1Api(k8s.ApiClient(configuration))
+def test_drift_is_named_per_workload_and_check_mode_mints_no_token(lab, cluster, fleet, core):
     drifted = fleet[1]
     wrong = "00000000-0000-4000-8000-00000000abcd"
     core.patch_namespaced_service_account(

@@ -16,7 +16,14 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import CREATE, DELETE, NONE, UPDATE, Plan
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
+    CREATE,
+    DELETE,
+    NONE,
+    RACE_ATTEMPTS,
+    UPDATE,
+    Plan,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import service_account as sa
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ANNOTATION_CLIENT_ID,
@@ -704,7 +711,7 @@ def test_a_service_account_that_keeps_changing_fails_after_three_rounds(api):
     api.before_write = racing
     with pytest.raises(WorkloadIdentityError, match="kept changing under us"):
         reconciler(api).reconcile(desired(state="absent"))
-    assert api.methods().count("read_namespaced_service_account") == sa.RACE_ATTEMPTS
+    assert api.methods().count("read_namespaced_service_account") == RACE_ATTEMPTS
 
 
 def test_client_id_change_names_the_pods_that_keep_the_old_identity(api):
