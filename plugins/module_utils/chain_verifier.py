@@ -39,10 +39,13 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azu
     RoleDefinitions,
     cluster_target,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import ServiceAccounts
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
+    Pods,
+    ServiceAccounts,
+    WebhookConfigurations,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
     K8sModule,
-    k8s_call,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import k8s as kubernetes_client
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
@@ -320,16 +323,9 @@ class Verifier:
             self.skip(tc.TOKEN, f"{self.target} does not exist")
             return
         namespace, name = self.params["namespace"], self.params["service_account"]
-        body = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"audiences": [self.params["audience"]], "expirationSeconds": self.params["token_expiration"]},
-        }
         try:
-            answer = k8s_call(
-                lambda: self.kube.core_v1.create_namespaced_service_account_token(name, namespace, body),
-                action="request a token for",
-                target=self.target,
+            token = ServiceAccounts(self.kube.core_v1, dry_run=False).request_token(
+                namespace, name, self.params["audience"], self.params["token_expiration"]
             )
         except WorkloadIdentityError as exc:
             if exc.status is None:
@@ -343,7 +339,7 @@ class Verifier:
                 )
             )
             return
-        self.token = answer.status.token
+        self.token = token
         self.claims = tc.decode_claims(self.token)
         issuer = str(self.claims.get("iss") or "")
         expected_issuer = self.expected["issuer"]
@@ -583,11 +579,7 @@ class Verifier:
             },
         }
         try:
-            created = k8s_call(
-                lambda: self.kube.core_v1.create_namespaced_pod(namespace, pod, dry_run="All"),
-                action="dry-run create a pod in namespace",
-                target=f"'{namespace}'",
-            )
+            document = Pods(self.kube.core_v1, dry_run=False).create_dry_run(namespace, pod)
         except WorkloadIdentityError as error:
             if error.status is None:
                 raise
@@ -596,7 +588,6 @@ class Verifier:
             else:
                 self._webhook(tc.FAILED, f"the dry-run pod was refused: {_short(error)}", error.code)
             return
-        document = self.kube.api_client.sanitize_for_serialization(created)
         injected, volume = injected_settings(document, self.params["audience"])
         self.webhook.update(injected_env=injected, token_volume=volume)
         if injected or volume:
@@ -612,17 +603,12 @@ class Verifier:
     def _webhook_not_injected(self) -> None:
         api = kubernetes_client.AdmissionregistrationV1Api(self.kube.api_client)
         try:
-            configurations = k8s_call(
-                lambda: api.list_mutating_webhook_configuration().items or [],
-                action="list",
-                target="MutatingWebhookConfigurations",
-            )
+            holders = WebhookConfigurations(api, dry_run=False).holding(WEBHOOK_NAME)
         except WorkloadIdentityError as error:
             if error.status is None:
                 raise
             self._webhook(tc.SKIPPED, f"nothing was injected and the webhooks cannot be listed: {_short(error)}")
             return
-        holders = [c.metadata.name for c in configurations if any(w.name == WEBHOOK_NAME for w in c.webhooks or [])]
         if not holders:
             self._webhook(
                 tc.SKIPPED,

@@ -21,8 +21,11 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8sApiCaller, delete_options
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
+    Nodes,
+    Pods,
+    ServiceAccounts,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ENV_CLIENT_ID,
     ENV_TENANT_ID,
@@ -146,28 +149,20 @@ class Proof:
         return dict(self.__dict__)
 
 
-class PodProver(K8sApiCaller):
-    """Creates the sample pod, waits for its verdict in the log, and deletes it again."""
+class PodProver:
+    """Creates the sample pod, waits for its verdict in the log, and deletes it again (through the gateways)."""
 
     def __init__(self, core_v1: t.Any, *, clock: t.Callable[[], float] = time.monotonic, **caller: t.Any) -> None:
-        super().__init__(**caller)
-        self.core_v1 = core_v1
+        self.pods = Pods(core_v1, **caller)
+        self.nodes = Nodes(core_v1, calls=self.pods.calls, **caller)
+        self.accounts = ServiceAccounts(core_v1, calls=self.pods.calls, **caller)
+        self.dry_run = self.pods.dry_run
+        self.sleep = self.pods.sleep
         self.clock = clock
 
     def schedulable_nodes(self) -> int | None:
         """Ready nodes that accept pods; None when the caller may not list nodes (then the pod is tried)."""
-        try:
-            nodes = self._call(self.core_v1.list_node, "list nodes", "the cluster")
-        except WorkloadIdentityError as error:
-            if error.status == 403:
-                return None
-            raise
-        count = 0
-        for node in nodes.items:
-            ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
-            if ready and not (node.spec and node.spec.unschedulable):
-                count += 1
-        return count
+        return self.nodes.schedulable()
 
     def prove(self, request: PodRequest) -> Proof:
         nodes = self.schedulable_nodes()
@@ -180,24 +175,14 @@ class PodProver(K8sApiCaller):
             )
         if self.dry_run:
             return Proof(SKIPPED, reason="check mode: the verification pod would be created", schedulable_nodes=nodes)
-        account = self._call(
-            lambda: self.core_v1.read_namespaced_service_account(request.service_account, request.namespace),
-            "read ServiceAccount",
-            f"'{request.namespace}/{request.service_account}'",
-            none_if_not_found=True,
-        )
-        if account is None:
+        if self.accounts.read(request.namespace, request.service_account) is None:
             return Proof(
                 FAILED,
                 cause=f"ServiceAccount {request.namespace}/{request.service_account} does not exist",
                 fix="create it with aks.workload_identity.wid_service_account (the workload role does)",
                 schedulable_nodes=nodes,
             )
-        pod = self._call(
-            lambda: self.core_v1.create_namespaced_pod(request.namespace, pod_body(request)),
-            "create the verification pod",
-            f"in namespace '{request.namespace}'",
-        )
+        pod = self.pods.create(request.namespace, pod_body(request))
         proof = Proof(FAILED, pod_name=pod.metadata.name, schedulable_nodes=nodes, created=True)
         try:
             self._judge(request, pod, proof)
@@ -221,23 +206,13 @@ class PodProver(K8sApiCaller):
             return
         deadline = self.clock() + request.timeout
         while True:
-            current = self._call(
-                lambda: self.core_v1.read_namespaced_pod(pod.metadata.name, request.namespace),
-                "read the verification pod",
-                f"'{request.namespace}/{pod.metadata.name}'",
-            )
+            current = self.pods.read(request.namespace, pod.metadata.name)
             stuck = self._stuck(current, request)
             if stuck:
                 proof.cause, proof.fix = stuck, "fix the pod's image or configuration (option image), then run again"
                 return
             if current.status.phase in ("Running", "Succeeded", "Failed"):
-                log = self._call(
-                    lambda: self.core_v1.read_namespaced_pod_log(
-                        pod.metadata.name, request.namespace, tail_lines=LOG_TAIL_LINES
-                    ),
-                    "read the verification pod's log",
-                    f"'{request.namespace}/{pod.metadata.name}'",
-                )
+                log = self.pods.log(request.namespace, pod.metadata.name, LOG_TAIL_LINES)
                 verdict, failures = read_log_verdict(log or "")
                 if verdict == PASSED:
                     proof.status = PASSED
@@ -267,15 +242,5 @@ class PodProver(K8sApiCaller):
         return None
 
     def _delete(self, request: PodRequest, proof: Proof) -> None:
-        try:
-            self._call(
-                lambda: self.core_v1.delete_namespaced_pod(
-                    proof.pod_name, request.namespace, body=delete_options(False, gracePeriodSeconds=0)
-                ),
-                "delete the verification pod",
-                f"'{request.namespace}/{proof.pod_name}'",
-            )
-        except WorkloadIdentityError as error:
-            if error.status != 404:
-                raise
+        self.pods.delete_now(request.namespace, t.cast(str, proof.pod_name))
         proof.deleted = True

@@ -117,6 +117,8 @@ RESULT_KEYS = frozenset(
         "pod_proof",
         "passed",
         "problems",
+        "pod_proof_ready",
+        "keyvault_url",
     }
 )
 PLACEHOLDER_CLIENT_ID = "00000000-0000-0000-0000-000000000000"  # stands in to validate before an identity exists

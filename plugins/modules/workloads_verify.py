@@ -176,6 +176,14 @@ workloads:
       description: One sentence per problem, the agreement checks first, then the proof's failure.
       type: list
       elements: str
+    pod_proof_ready:
+      description:
+        - Whether the docs' verification pod (M(aks.workload_identity.wid_verify_pod)) could tell more - the proof
+          reads a key vault secret and got past the token exchange.
+      type: bool
+    keyvault_url:
+      description: The URL of the vault the proof reads ("" without one), for the verification pod.
+      type: str
 cluster:
   description: The cluster as read (when named).
   returned: when a cluster is named
@@ -232,6 +240,7 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "webhook_dry_run": {"type": "bool", "default": True},
     "parallel": {"type": "int", "default": fleet.DEFAULT_PARALLEL},
 }
+BEFORE_ACCESS = (tc.SERVICEACCOUNT, tc.CLUSTER, tc.CREDENTIAL, tc.TOKEN, tc.EXCHANGE)
 MODULE_KWARGS: dict[str, t.Any] = {
     "required_together": [("cluster_resource_group", "cluster_name"), ("keyvault", "secret_name")],
     "mutually_exclusive": [("keyvault", "arm_resource_id")],
@@ -388,6 +397,7 @@ class Verification:
             problems.append(f"proof failed at step {proof['failed_step']}: {proof['cause']} Fix: {proof['fix']}{code}")
         elif proof["status"] == "error":
             problems.append(f"the proof could not run: {proof['reason']}")
+        access = proof.get("access") or {}
         return {
             **item.view(),
             "client_id": (identity or {}).get("client_id"),
@@ -396,6 +406,11 @@ class Verification:
             "proof": proof,
             "passed": not problems,
             "problems": problems,
+            # The docs' verification pod can only do better once the proof got past the exchange to a vault.
+            "pod_proof_ready": access.get("kind") == "keyvault"
+            and bool(access.get("target"))
+            and proof.get("failed_step") not in BEFORE_ACCESS,
+            "keyvault_url": str(access["target"]).rsplit("secrets/", 1)[0] if access.get("kind") == "keyvault" else "",
         }
 
 

@@ -26,6 +26,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.gateways imp
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
     K8sApiCaller,
     Raced,
+    delete_options,
     status_details_kind,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
@@ -237,6 +238,22 @@ class ServiceAccounts(_Gateway):
         )
         found = [normalize_service_account(item) for item in items]
         return {sa["name"]: sa for sa in found}
+
+    def request_token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
+        """A token of the ServiceAccount from the TokenRequest API (a create: never in check mode). Kept in memory
+        by the caller only; it is never logged or returned."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": [audience], "expirationSeconds": seconds},
+        }
+        answer = self._counted(
+            "kubernetes.serviceaccounts.token.create",
+            lambda: self.api.create_namespaced_service_account_token(name, namespace, body),
+            "request a token for",
+            f"ServiceAccount {_target(namespace, name)}",
+        )
+        return answer.status.token
 
     def list_all_json(self) -> list[dict[str, t.Any]]:
         """Every ServiceAccount of the cluster as API dicts: one LIST (per page)."""
@@ -455,7 +472,57 @@ class PodTemplates(_Gateway):
 
 
 class Pods(_Gateway):
-    """``api`` is a kubernetes ``CoreV1Api``."""
+    """``api`` is a kubernetes ``CoreV1Api``. Single pods are returned as kubernetes models (the pod prover reads
+    their status as it changes)."""
+
+    def create_dry_run(self, namespace: str, body: dict[str, t.Any]) -> dict[str, t.Any]:
+        """The pod as admission (the webhook) would make it, as an API dict; nothing is created."""
+        created = self._counted(
+            "kubernetes.pods.create_dry_run",
+            lambda: self.api.create_namespaced_pod(namespace, body, dry_run="All"),
+            "dry-run create a pod in namespace",
+            f"'{namespace}'",
+        )
+        return self.api.api_client.sanitize_for_serialization(created)
+
+    def create(self, namespace: str, body: dict[str, t.Any]) -> t.Any:
+        return self._counted(
+            "kubernetes.pods.create",
+            lambda: self.api.create_namespaced_pod(namespace, body),
+            "create the verification pod",
+            f"in namespace '{namespace}'",
+        )
+
+    def read(self, namespace: str, name: str) -> t.Any:
+        return self._counted(
+            "kubernetes.pods.get",
+            lambda: self.api.read_namespaced_pod(name, namespace),
+            "read the verification pod",
+            _target(namespace, name),
+        )
+
+    def log(self, namespace: str, name: str, tail_lines: int) -> str:
+        return self._counted(
+            "kubernetes.pods.log",
+            lambda: self.api.read_namespaced_pod_log(name, namespace, tail_lines=tail_lines),
+            "read the verification pod's log",
+            _target(namespace, name),
+        )
+
+    def delete_now(self, namespace: str, name: str) -> None:
+        """Delete at once (grace period 0); gone already is fine."""
+        try:
+            self._counted(
+                "kubernetes.pods.delete",
+                lambda: self.api.delete_namespaced_pod(
+                    name, namespace, body=delete_options(False, gracePeriodSeconds=0)
+                ),
+                "delete the verification pod",
+                _target(namespace, name),
+            )
+        except WorkloadIdentityError as error:
+            if error.status != 404:
+                raise
 
     def names_using(self, namespace: str, service_account: str) -> list[str]:
         """Names of the running pods of the namespace that run as the ServiceAccount (finished ones left out).
@@ -475,3 +542,36 @@ class Pods(_Gateway):
             if (pod.get("spec") or {}).get("serviceAccountName") == service_account:  # the selector, double-checked
                 names.append(_metadata(pod).get("name"))
         return sorted(names)
+
+
+class Nodes(_Gateway):
+    """``api`` is a kubernetes ``CoreV1Api``."""
+
+    def schedulable(self) -> int | None:
+        """Ready nodes that accept pods; None when the caller may not list nodes."""
+        try:
+            nodes = self._counted("kubernetes.nodes.list", self.api.list_node, "list nodes", "the cluster")
+        except WorkloadIdentityError as error:
+            if error.status == 403:
+                return None
+            raise
+        count = 0
+        for node in nodes.items:
+            ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+            if ready and not (node.spec and node.spec.unschedulable):
+                count += 1
+        return count
+
+
+class WebhookConfigurations(_Gateway):
+    """``api`` is a kubernetes ``AdmissionregistrationV1Api``."""
+
+    def holding(self, webhook_name: str) -> list[str]:
+        """Names of the MutatingWebhookConfigurations that hold a webhook of this name. One LIST."""
+        configurations = self._counted(
+            "kubernetes.mutatingwebhookconfigurations.list",
+            lambda: self.api.list_mutating_webhook_configuration().items or [],
+            "list",
+            "MutatingWebhookConfigurations",
+        )
+        return [c.metadata.name for c in configurations if any(w.name == webhook_name for w in c.webhooks or [])]
