@@ -129,8 +129,9 @@ def fleet_summary(runs: t.Any, kind: str = "workload", check_mode: bool = False,
     changed = sum(1 for w in workloads if w.get("changed") and not w.get("failed"))
     failed = sum(1 for w in workloads if w.get("failed"))
     verb = "would change" if check_mode else "changed"
+    noun = "workload" if len(workloads) == 1 else "workloads"
     lines.append(
-        f"{len(workloads)} workloads: {changed} {verb}, {len(workloads) - changed - failed} unchanged, {failed} failed"
+        f"{len(workloads)} {noun}: {changed} {verb}, {len(workloads) - changed - failed} unchanged, {failed} failed"
         + (f" (details of the {len(shown)} changed or failed shown)" if len(shown) < len(workloads) else "")
     )
     return lines

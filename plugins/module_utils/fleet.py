@@ -373,6 +373,7 @@ class Fleet:
         creating = {run.item.namespace for run in runs if run.item.create_namespace and not run.failed}
         for run in runs:
             self._check_namespace(run, creating)
+            run.steps.sort(key=lambda step: STEPS.index(step.step))  # Microsoft's order, also the order of writes
         if self.check_mode:
             return runs, identities
         self._create_namespaces(runs)
