@@ -52,8 +52,8 @@ pytest: lab-build
 
 # Each phase prints its wall time, so a slow CI run says where the time went.
 test: venv
-	started=$$SECONDS
-	phase() { local name=$$1; shift; local t0=$$SECONDS; "$$@"; echo "== phase $$name: $$((SECONDS - t0)) s"; }
+	started=$$SECONDS; summary=""
+	phase() { local name=$$1; shift; local t0=$$SECONDS; "$$@"; summary+="$$(printf '  %-12s %5d s' "$$name" $$((SECONDS - t0)))"$$'\n'; echo "== phase $$name: $$((SECONDS - t0)) s"; }
 	phase lint $(MAKE) --no-print-directory lint
 	phase sanity $(MAKE) --no-print-directory sanity
 	phase lab-build $(MAKE) --no-print-directory lab-build
@@ -61,7 +61,7 @@ test: venv
 	phase lab $(PY) -m pytest -q tests/lab
 	phase integration $(PY) -m pytest -q tests/integration/modules
 	phase molecule $(PY) -m pytest -q tests/integration/test_molecule.py
-	echo "== make test: $$((SECONDS - started)) s"
+	printf '== make test: %d s\n%s' $$((SECONDS - started)) "$$summary"
 
 # API requests per workload of each flow, on a lab of its own (python -m tests.bench --help)
 bench: lab-build

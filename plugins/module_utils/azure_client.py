@@ -110,11 +110,11 @@ METADATA_TIMEOUT = 30
 RETRY_POLICY_KWARGS: dict[str, t.Any] = {"retry_total": 6, "retry_backoff_factor": 1.0, "retry_backoff_max": 30}
 
 # Codes the reconcilers retry with errors.retry(), because azure-core treats them as final:
-# §4 - 409 when two federated credentials under one identity are written at once.
+# azure-behaviour §4 - 409 when two federated credentials under one identity are written at once.
 CODE_CONCURRENT_FIC_WRITES = "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
-# §9 - 400 for a role assignment to a principal created moments ago (Entra replication delay).
+# azure-behaviour §9 - 400 for a role assignment to a principal created moments ago (Entra replication delay).
 CODE_PRINCIPAL_NOT_FOUND = "PrincipalNotFound"
-# §4 - 404 for a federated credential on an identity created moments ago.
+# azure-behaviour §4 - 404 for a federated credential on an identity created moments ago.
 CODE_PARENT_NOT_FOUND = "ParentResourceNotFound"
 
 # Codes of a 404 that mean "the object is not there" (reads turn them into None). Other 404s, such as
@@ -525,7 +525,7 @@ def wait_for_lro(poller: t.Any, timeout: float, description: str) -> t.Any:
     """Wait up to ``timeout`` seconds for a long-running operation; its result, or a WorkloadIdentityError.
 
     ``description`` reads as an action and its target ("enable the OIDC issuer on cluster 'c1'"). Failed and
-    Canceled operations carry the operation's error code and message when the service sent them (§3).
+    Canceled operations carry the operation's error code and message when the service sent them (azure-behaviour §3).
     """
     try:
         poller.wait(timeout=timeout)
@@ -541,7 +541,8 @@ def wait_for_lro(poller: t.Any, timeout: float, description: str) -> t.Any:
         code, message, status = azure_error_parts(exc)
         state = _poller_status(poller)
         if code is None and state in ("Failed", "Canceled"):
-            # §3: the Failed body shape is UNVERIFIED; without an error object say how the operation ended.
+            # azure-behaviour §3.7: the Failed body shape is UNVERIFIED; without an error object say how the
+            # operation ended.
             code, message = f"Operation{state}", f"the operation ended as {state}"
         raise WorkloadIdentityError(
             describe_failure(description, None, code or _fallback_code(exc), message),
@@ -737,9 +738,9 @@ class AzureModule:
         vault_url = self.keyvault_url(vault_url)
         key = f"secrets:{vault_url}" if credential is None else f"secrets:{vault_url}:{id(credential)}"
         if key not in self._clients:
-            # The SDK checks that the 401 challenge's resource shares the vault URL's domain (§7). A vault outside
-            # the cloud's Key Vault DNS suffix (an emulator on 127.0.0.1) can only pass when the cloud itself
-            # came from a metadata URL the user chose; public clouds keep the check.
+            # The SDK checks that the 401 challenge's resource shares the vault URL's domain (azure-behaviour §7).
+            # A vault outside the cloud's Key Vault DNS suffix (an emulator on 127.0.0.1) can only pass when the
+            # cloud itself came from a metadata URL the user chose; public clouds keep the check.
             host = (urlsplit(vault_url).hostname or "").lower()
             suffix = (self.cloud.keyvault_dns_suffix or "").lower()
             verify_challenge = not (self.cloud.metadata_url and not (suffix and host.endswith(suffix)))

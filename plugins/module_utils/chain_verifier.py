@@ -456,7 +456,8 @@ class Verifier:
             return self.params["scope"]
         suffix = self.azure.cloud.keyvault_dns_suffix
         if self.params["keyvault"] and suffix:
-            # §7: Key Vault's token audience is https://vault.azure.net for vaults under .vault.azure.net.
+            # azure-behaviour §7: Key Vault's token audience is https://vault.azure.net for vaults under
+            # .vault.azure.net.
             return f"https://{suffix.lstrip('.')}/.default"
         return self.azure.cloud.credential_scopes[0]
 
@@ -664,7 +665,7 @@ class Verifier:
 
 
 def _access_error(exc: BaseException) -> tuple[str | None, str]:
-    """(code, message) of a Key Vault or ARM refusal; Key Vault's specific code is the innererror's (§7)."""
+    """(code, message) of a Key Vault or ARM refusal; Key Vault's own code is the innererror's (azure-behaviour §7)."""
     code, message, _status = azure_error_parts(exc)
     error = getattr(exc, "error", None)
     inner = getattr(error, "innererror", None) if error is not None else None

@@ -38,7 +38,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
 DEFAULT_IMAGE = "ghcr.io/azure/azure-workload-identity/msal-go:latest"
 SUCCESS_LINE = "successfully got secret"
 FAILURE_LINE = "failed to get secret from keyvault"
-# What the webhook injects into every container (azure-workload-identity pkg/webhook, ../shared/kube-testenv.md §5).
+# What the webhook injects into every container (Azure/azure-workload-identity pkg/webhook/webhook.go and consts.go).
 INJECTED_ENV = (ENV_CLIENT_ID, ENV_TENANT_ID, "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST")
 # Waiting reasons that never resolve by waiting longer.
 STUCK_REASONS = {

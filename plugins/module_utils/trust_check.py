@@ -41,19 +41,21 @@ WEBHOOK = "webhook"
 STEPS = (SERVICEACCOUNT, CLUSTER, CREDENTIAL, TOKEN, EXCHANGE, ACCESS, WEBHOOK)
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 
-# --- Entra codes (azure-facts §6) -------------------------------------------------------------------------------
+# --- Entra codes (azure-behaviour §6) ---------------------------------------------------------------------------
 NO_MATCH_CODES = frozenset({"AADSTS70021", "AADSTS700211", "AADSTS700213", "AADSTS7002138", "AADSTS700212"})
-# §4: "after creating a FIC, token requests may fail for minutes with AADSTS70021"; a credential Entra does not
-# see yet is reported like an absent one, issuer first (700211) or subject (700213): Azure/azure-workload-identity
-# #1200. Retried only when ARM already holds a credential matching the token exactly.
+# azure-behaviour §4: for some minutes after a federated credential is created, token requests can fail with
+# AADSTS70021; a credential Entra does not see yet is reported like an absent one, issuer first (700211) or subject
+# (700213): Azure/azure-workload-identity#1200. Retried only when ARM already holds a credential matching the token
+# exactly.
 PROPAGATION_EXCHANGE_CODES = frozenset({"AADSTS70021", "AADSTS700211", "AADSTS700213"})
-# §7: "New role assignments take time to propagate (403 then success minutes later)"; Key Vault's answer carries
-# innererror ForbiddenByRbac, ARM's is AuthorizationFailed ("If access was recently granted, please refresh").
+# azure-behaviour §7: a new role assignment takes a while to apply (403 first, success minutes later); Key Vault's
+# answer carries innererror ForbiddenByRbac, ARM's is AuthorizationFailed ("If access was recently granted, please
+# refresh").
 PROPAGATION_ACCESS_CODES = frozenset({"ForbiddenByRbac", "AuthorizationFailed"})
 ACCESS_POLICY_DENIED = "AccessDenied"  # Key Vault access-policy vault: innererror AccessDenied
 
 # Azure RBAC actions a read needs (learn.microsoft.com/azure/role-based-access-control/permissions/security).
-KEYVAULT_GET_SECRET_ACTION = "Microsoft.KeyVault/vaults/secrets/getSecret/action"  # §7, a data action
+KEYVAULT_GET_SECRET_ACTION = "Microsoft.KeyVault/vaults/secrets/getSecret/action"  # azure-behaviour §7, a data action
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _KEYVAULT_ACTION = re.compile(r"Action:\s*'(?P<action>[^']+)'")
@@ -169,11 +171,12 @@ def _credential_failure(cause: str, fix: str, code: str) -> CredentialCheck:
 def compare_credentials(
     credentials: t.Sequence[t.Mapping[str, t.Any]], issuer: str, subject: str, audience: str, identity: str
 ) -> CredentialCheck:
-    """Compare (issuer, subject, audience) with an identity's federated credentials exactly, as Entra does (§4).
+    """Compare (issuer, subject, audience) with an identity's federated credentials exactly, as Entra does
+    (azure-behaviour §4).
 
     A mismatch is explained by the nearest credential: a trailing slash, whitespace or letter case in the issuer,
     letter case or another namespace/ServiceAccount in the subject, another audience. ``code`` is the AADSTS code
-    Entra gives for it (§6), which the exchange then confirms.
+    Entra gives for it (azure-behaviour §6), which the exchange then confirms.
     """
     for credential in credentials:
         if (
@@ -307,10 +310,11 @@ def diagnose_exchange(
     tenant_id: str,
     claims: t.Mapping[str, t.Any],
 ) -> Diagnosis:
-    """Why Entra refused to exchange the token, from its AADSTS code (§6) and the comparison with ARM.
+    """Why Entra refused to exchange the token, from its AADSTS code (azure-behaviour §6) and the comparison with ARM.
 
-    A no-match code when ARM holds a credential matching the token exactly can only be propagation (§4); when
-    the comparison found a mismatch, the mismatch is the cause, whatever code Entra chose to report it with.
+    A no-match code when ARM holds a credential matching the token exactly can only be propagation
+    (azure-behaviour §4); when the comparison found a mismatch, the mismatch is the cause, whatever code Entra chose
+    to report it with.
     """
     said = short_message(message)
     issuer, subject = claims.get("iss"), claims.get("sub")
@@ -376,7 +380,7 @@ def _exchange_table(
             f"valid from {timestamp(claims.get('nbf') or claims.get('iat'))}): a clock is off ({said})",
             "synchronise the clocks of the cluster's nodes and the machine running Ansible (NTP) and run again",
         ),
-        # §6: AADSTS50166 (and 501661) = the issuer's discovery document or JWKS could not be fetched.
+        # azure-behaviour §6: AADSTS50166 (and 501661) = the issuer's discovery document or JWKS could not be fetched.
         "AADSTS50166": (
             f"Entra ID could not fetch the issuer's discovery document {discovery} or its keys",
             "enable the cluster's OIDC issuer (aks.workload_identity.aks_oidc) and make sure the issuer URL is "
@@ -397,7 +401,7 @@ def _exchange_table(
 
 # --- Access (Key Vault secret, ARM read) ----------------------------------------------------------------------
 def denied_action(message: str | None) -> tuple[str | None, str | None]:
-    """``(action, scope)`` from a Key Vault ForbiddenByRbac (§7) or ARM AuthorizationFailed message."""
+    """``(action, scope)`` from a Key Vault ForbiddenByRbac (azure-behaviour §7) or ARM AuthorizationFailed message."""
     text = message or ""
     arm = _ARM_ACTION_SCOPE.search(text)
     if arm:

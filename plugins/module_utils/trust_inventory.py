@@ -41,7 +41,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
 
 # Federated credentials can only be listed per identity. Four at a time keeps a large subscription quick while
 # staying near the managed identity provider's list budget of 5 requests per second per subscription
-# (azure-facts §4); azure-core retries a 429 after its Retry-After. Azure SDK clients are thread-safe
+# (azure-behaviour §4); azure-core retries a 429 after its Retry-After. Azure SDK clients are thread-safe
 # (https://learn.microsoft.com/dotnet/azure/sdk/thread-safety; the Python SDK follows the same guidelines).
 CREDENTIAL_LIST_WORKERS = 4
 # aad-pod-identity's CRDs (https://azure.github.io/aad-pod-identity/docs/concepts/azureidentity/).

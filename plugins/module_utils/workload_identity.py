@@ -4,8 +4,8 @@
 
 """The domain rules of Microsoft Entra Workload ID on AKS, written once: constants and pure functions.
 
-Private to this collection. Section numbers (§n) refer to the collection's azure-facts.md notes; every rule
-names where it comes from.
+Private to this collection. Citations "azure-behaviour §n" refer to the sections of docs/azure-behaviour.md,
+which gives the public source of each fact; every rule names where it comes from.
 """
 
 from __future__ import annotations
@@ -39,25 +39,26 @@ ENV_FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"
 ENV_AUTHORITY_HOST = "AZURE_AUTHORITY_HOST"
 TOKEN_FILE_PATH = "/var/run/secrets/azure/tokens/azure-identity-token"
 
-# --- Federated identity credentials (§4) --------------------------------------------------------------------
-DEFAULT_AUDIENCE = "api://AzureADTokenExchange"  # §4: "should be api://AzureADTokenExchange"
-SUBJECT_PREFIX = "system:serviceaccount:"  # §4: AKS subject system:serviceaccount:{namespace}:{serviceaccount}
-# §1 / §4: 3-120 characters, alphanumeric, dash or underscore, first character alphanumeric.
+# --- Federated identity credentials (azure-behaviour §4) ------------------------------------------------------
+DEFAULT_AUDIENCE = "api://AzureADTokenExchange"  # azure-behaviour §4: "should be api://AzureADTokenExchange"
+# azure-behaviour §4: on AKS the subject is system:serviceaccount:{namespace}:{serviceaccount}.
+SUBJECT_PREFIX = "system:serviceaccount:"
+# azure-behaviour §1 / §4: 3-120 characters, alphanumeric, dash or underscore, first character alphanumeric.
 FEDERATED_CREDENTIAL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]{1}[a-zA-Z0-9-_]{2,119}$")
 FEDERATED_CREDENTIAL_NAME_MIN = 3
 FEDERATED_CREDENTIAL_NAME_MAX = 120
-MAX_ISSUER_LENGTH = 600  # §4
-MAX_SUBJECT_LENGTH = 600  # §4
-MAX_AUDIENCE_LENGTH = 600  # §4
-MAX_FEDERATED_CREDENTIALS_PER_IDENTITY = 20  # §4
+MAX_ISSUER_LENGTH = 600  # azure-behaviour §4
+MAX_SUBJECT_LENGTH = 600  # azure-behaviour §4
+MAX_AUDIENCE_LENGTH = 600  # azure-behaviour §4
+MAX_FEDERATED_CREDENTIALS_PER_IDENTITY = 20  # azure-behaviour §4
 
 # --- Names ----------------------------------------------------------------------------------------------------
-# §1: AKS managedClusters name, 1-63 characters.
+# azure-behaviour §1: AKS managedClusters name, 1-63 characters.
 # User-assigned identity names: 3-128 alphanumerics, '-' or '_', starting with a letter or digit
 # (learn.microsoft.com/azure/templates/microsoft.managedidentity/userassignedidentities).
 IDENTITY_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$")
 CLUSTER_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]$|^[a-zA-Z0-9][-_a-zA-Z0-9]{0,61}[a-zA-Z0-9]$")
-# §1: Key Vault secret name accepted by SetSecret.
+# azure-behaviour §1: Key Vault secret name accepted by SetSecret.
 KEYVAULT_SECRET_NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]+$")
 # Kubernetes: namespaces are RFC 1123 labels, ServiceAccount names RFC 1123 subdomains
 # (k8s.io/apimachinery/pkg/util/validation IsDNS1123Label / IsDNS1123Subdomain).
@@ -80,10 +81,10 @@ def sort_permissions(permissions: t.Iterable[str]) -> list[str]:
 
 
 # --- Built-in Azure roles (same GUID in every tenant) -------------------------------------------------------
-ROLE_READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"  # §9 [R]
-ROLE_KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"  # §9
-ROLE_KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"  # §9
-ROLE_KEY_VAULT_ADMINISTRATOR = "00482a5a-887f-4fb3-b363-3b7fe8e74483"  # §9
+ROLE_READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"  # azure-behaviour §9 (also in the CLI recordings)
+ROLE_KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"  # azure-behaviour §9
+ROLE_KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"  # azure-behaviour §9
+ROLE_KEY_VAULT_ADMINISTRATOR = "00482a5a-887f-4fb3-b363-3b7fe8e74483"  # azure-behaviour §9
 # learn.microsoft.com/azure/role-based-access-control/built-in-roles/general ("Contributor", id ...dd24c)
 ROLE_CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 BUILTIN_ROLES: dict[str, str] = {
@@ -196,17 +197,18 @@ def validate_keyvault_secret_name(value: t.Any, field: str = "secret_name") -> l
 
 
 def _claim_value(value: t.Any, field: str, limit: int) -> list[str]:
-    """Rules shared by issuer, subject and audience (§4): required, length, no wildcards, no padding."""
+    """Rules shared by issuer, subject and audience (azure-behaviour §4): required, length, no wildcards, no
+    padding."""
     if not isinstance(value, str) or not value:
         return [f"{field}: is required"]
     errors = []
     if len(value) > limit:
         errors.append(f"{field}: must be at most {limit} characters, got {len(value)}")
     if value != value.strip():
-        # §4: whitespace around the issuer blocks the exchange; the claims are compared exactly.
+        # azure-behaviour §4: whitespace around the issuer blocks the exchange; the claims are compared exactly.
         errors.append(f"{field}: must not start or end with whitespace")
     if "*" in value:
-        errors.append(f"{field}: wildcards are not supported")  # §4: no wildcards in any property
+        errors.append(f"{field}: wildcards are not supported")  # azure-behaviour §4: no wildcards in any property
     return errors
 
 
@@ -214,8 +216,8 @@ def validate_issuer(value: t.Any, field: str = "issuer") -> list[str]:
     errors = _claim_value(value, field, MAX_ISSUER_LENGTH)
     if errors and errors[0].endswith("is required"):
         return errors
-    # §4 leaves a server-side https check UNVERIFIED; OIDC discovery needs https and every AKS issuer is https,
-    # so we require it rather than let a token exchange fail later.
+    # azure-behaviour §4 leaves a server-side https check UNVERIFIED; OIDC discovery needs https and every AKS
+    # issuer is https, so we require it rather than let a token exchange fail later.
     parts = urlsplit(value.strip())
     if parts.scheme != "https" or not parts.netloc:
         errors.append(f"{field}: must be an https URL")
@@ -230,7 +232,7 @@ def validate_audiences(value: t.Any, field: str = "audiences") -> list[str]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         return [f"{field}: must be a list with exactly one audience"]
     if len(value) != 1:
-        # §4: 400 "Federated identity credentials must have exactly one audience."
+        # azure-behaviour §4: 400 "Federated identity credentials must have exactly one audience."
         return [f"{field}: must contain exactly one audience, got {len(value)}"]
     return _claim_value(value[0], f"{field}[0]", MAX_AUDIENCE_LENGTH)
 
@@ -238,7 +240,7 @@ def validate_audiences(value: t.Any, field: str = "audiences") -> list[str]:
 def validate_federated_credential(
     name: t.Any, issuer: t.Any, subject: t.Any, audiences: t.Any = (DEFAULT_AUDIENCE,)
 ) -> list[str]:
-    """Every rule Entra applies to a federated identity credential (§4), as "field: rule" messages."""
+    """Every rule Entra applies to a federated identity credential (azure-behaviour §4), as "field: rule" messages."""
     audiences = list(audiences) if isinstance(audiences, tuple) else audiences
     return [
         *validate_federated_credential_name(name),
@@ -285,8 +287,8 @@ def _cosmetic_differences(a: str, b: str, *, trailing_slash: bool) -> list[str] 
 def issuer_near_miss(configured: str | None, presented: str | None) -> str | None:
     """Why two issuers that differ only cosmetically do not match, or ``None`` (equal, or really different).
 
-    Entra compares the federated credential's issuer with the token's ``iss`` exactly (§4); AKS issuers end
-    with a slash (§5), and a missing trailing slash is the classic AADSTS700211.
+    Entra compares the federated credential's issuer with the token's ``iss`` exactly (azure-behaviour §4); AKS
+    issuers end with a slash (azure-behaviour §5), and a missing trailing slash is the classic AADSTS700211.
     """
     if not isinstance(configured, str) or not isinstance(presented, str) or configured == presented:
         return None
@@ -302,8 +304,8 @@ def issuer_near_miss(configured: str | None, presented: str | None) -> str | Non
 def subject_near_miss(configured: str | None, presented: str | None) -> str | None:
     """Why two subjects that differ only cosmetically do not match, or ``None``.
 
-    Subject matching is case-sensitive (§4, AADSTS7002138); a swapped namespace and ServiceAccount name is
-    another mistake worth naming.
+    Subject matching is case-sensitive (azure-behaviour §4, AADSTS7002138); a swapped namespace and ServiceAccount
+    name is another mistake worth naming.
     """
     if not isinstance(configured, str) or not isinstance(presented, str) or configured == presented:
         return None
@@ -326,7 +328,8 @@ def _short_hash(*values: str) -> str:
 
 
 def default_federated_credential_name(cluster_or_issuer: str, namespace: str, service_account: str) -> str:
-    """A deterministic federated credential name for one (cluster, namespace, ServiceAccount) that obeys §4.
+    """A deterministic federated credential name for one (cluster, namespace, ServiceAccount) that obeys the name
+    rule of azure-behaviour §4.
 
     ``<cluster>-<namespace>-<service account>-<hash>``: characters the name rule forbids (the dots a
     ServiceAccount name may hold) become ``-``, an issuer URL is shown as ``issuer``, the head is cut so the
@@ -343,7 +346,7 @@ def default_federated_credential_name(cluster_or_issuer: str, namespace: str, se
 
 # --- Role definitions -----------------------------------------------------------------------------------------
 def role_definition_id(subscription_id: str, role: str) -> str:
-    """The roleDefinitionId ARM expects for a built-in role name or GUID (§9)."""
+    """The roleDefinitionId ARM expects for a built-in role name or GUID (azure-behaviour §9)."""
     guid = BUILTIN_ROLES.get(role, role)
     if not is_uuid(guid):
         raise ValueError(f"role: {role!r} is neither a known built-in role name nor a role definition GUID")

@@ -150,7 +150,7 @@ def test_apiserver_is_real_and_versioned(world):
 
 def test_cluster_issuer_is_the_apiservers_and_discovery_is_anonymous(world, issuer):
     assert issuer == world.lab.state()["config"]["kube_issuer_url"]
-    assert issuer.endswith("/")  # AKS's issuer URLs end with a slash (azure-facts §5)
+    assert issuer.endswith("/")  # AKS's issuer URLs end with a slash (azure-behaviour §5)
     discovery = requests.get(issuer + ".well-known/openid-configuration", verify=world.ca, timeout=30).json()
     assert discovery["issuer"] == issuer
     jwks = requests.get(discovery["jwks_uri"], verify=world.ca, timeout=30).json()

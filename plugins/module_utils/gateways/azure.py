@@ -54,7 +54,7 @@ except ImportError:
 
 IDENTITY_PROVIDER = "Microsoft.ManagedIdentity/userAssignedIdentities"
 _BUILTIN_NAMES = {guid: name for name, guid in BUILTIN_ROLES.items()}
-# §4: 400 when a second credential on one identity has the same (issuer, subject).
+# azure-behaviour §4: 400 when a second credential on one identity has the same (issuer, subject).
 _DUPLICATE_PAIR = "issuer and subject combination already exists"
 
 
@@ -161,7 +161,7 @@ class ResourceGroups(_Gateway):
 
 # --- User-assigned managed identities -------------------------------------------------------------------------
 def identity_id(subscription_id: str, resource_group: str, name: str) -> str:
-    """The identity's resource ID as Azure returns it (lower-case ``resourcegroups``, azure-facts §2)."""
+    """The identity's resource ID as Azure returns it (lower-case ``resourcegroups``, azure-behaviour §2)."""
     return f"/subscriptions/{subscription_id}/resourcegroups/{resource_group}/providers/{IDENTITY_PROVIDER}/{name}"
 
 
@@ -281,19 +281,20 @@ def credential_id(identity: str, name: str) -> str:
 
 
 def is_parent_missing(exc: BaseException) -> bool:
-    """§4: a credential write on an identity Azure does not see (yet) gets 404 "The parent user-assigned identity
-    doesn't exist." Its code is UNVERIFIED (ARM's nested-resource 404 is ParentResourceNotFound), so any "not
-    found" 404 counts, except a missing resource group, which no wait will fix."""
+    """azure-behaviour §4: a credential write on an identity Azure does not see (yet) gets 404 "The parent
+    user-assigned identity doesn't exist." Its code is UNVERIFIED (ARM's nested-resource 404 is
+    ParentResourceNotFound), so any "not found" 404 counts, except a missing resource group, which no wait will fix."""
     return is_azure_not_found(exc) and azure_error_code(exc) != "ResourceGroupNotFound"
 
 
 def is_concurrent_write(exc: BaseException) -> bool:
-    """§4: 409 ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity, another write on the identity."""
+    """azure-behaviour §4: 409 ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity, another write
+    on the identity."""
     return azure_error_code(exc) == CODE_CONCURRENT_FIC_WRITES
 
 
 def is_duplicate_pair(exc: BaseException | None) -> bool:
-    """§4: 400 "Issuer and subject combination already exists for this Managed Identity."."""
+    """azure-behaviour §4: 400 "Issuer and subject combination already exists for this Managed Identity."."""
     if exc is None or getattr(exc, "status_code", None) != 400:
         return False
     return _DUPLICATE_PAIR in azure_error_parts(exc)[1].lower()

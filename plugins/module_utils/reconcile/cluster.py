@@ -8,7 +8,7 @@ Used by the ``aks_oidc`` and ``aks_cluster`` modules (and any bulk entry point).
 of normalised dicts (``plan_oidc``, ``plan_create``, ``plan_existing_cluster``, ``plan_absent``); the
 ``ClusterReconciler`` reads, waits, writes and re-plans around them.
 
-An update is a full-body PUT of the cluster AS READ with only the two settings changed (azure-facts §2): the
+An update is a full-body PUT of the cluster AS READ with only the two settings changed (azure-behaviour §2): the
 ManagedCluster model keeps every field it does not know, and the SDK leaves read-only ones out of the body, so
 node pools, networking and add-ons go back exactly as Azure sent them.
 
@@ -50,8 +50,8 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
 PROVIDER_TYPE = "Microsoft.ContainerService/managedClusters"
 SUCCEEDED = "Succeeded"
 DELETING = "Deleting"
-# ARM's terminal provisioning states (§3.7); anything else (Creating, Updating, Upgrading, Scaling, Starting...)
-# means an operation is running, and AKS answers a PUT then with 409 OperationNotAllowed.
+# ARM's terminal provisioning states (azure-behaviour §3.7); anything else (Creating, Updating, Upgrading, Scaling,
+# Starting...) means an operation is running, and AKS answers a PUT then with 409 OperationNotAllowed.
 FINISHED_STATES = frozenset({"Succeeded", "Failed", "Canceled"})
 CODE_OPERATION_NOT_ALLOWED = "OperationNotAllowed"
 DEFAULT_NODE_POOL = "nodepool1"  # az aks create's --nodepool-name default
@@ -78,7 +78,7 @@ def validate_cluster_reference(resource_group: t.Any, name: t.Any) -> list[str]:
 
 
 def validate_oidc_settings(oidc_issuer: t.Any, workload_identity: t.Any) -> list[str]:
-    """Workload identity needs the OIDC issuer (§5: azure-cli refuses the combination client-side too)."""
+    """Workload identity needs the OIDC issuer (azure-behaviour §5: azure-cli refuses the combination itself too)."""
     if workload_identity and not oidc_issuer:
         return [
             "workload_identity: requires oidc_issuer, because Entra ID checks workload tokens against the cluster's "
@@ -164,7 +164,7 @@ def plan_oidc(actual: dict[str, t.Any], oidc_issuer: bool, workload_identity: bo
 def plan_create(spec: ClusterSpec, subscription_id: str, resource_group: str, name: str) -> Plan:
     """A new cluster with both features on; unknown values (issuer URL, versions AKS picks) are None."""
     after = {
-        # ARM returns AKS ids with a lower-case "resourcegroups" (§2).
+        # ARM returns AKS ids with a lower-case "resourcegroups" (azure-behaviour §2).
         "id": f"/subscriptions/{subscription_id}/resourcegroups/{resource_group}/providers/{PROVIDER_TYPE}/{name}",
         "name": name,
         "resource_group": resource_group,
@@ -422,7 +422,8 @@ class ClusterReconciler:
 
     def _finish(self, poller: t.Any, deadline: float, description: str) -> t.Any:
         if not self.wait:
-            # No polling: the PUT's own 200/201 body, already Creating/Updating and carrying issuerURL (§5).
+            # No polling: the PUT's own 200/201 body, already Creating/Updating and carrying issuerURL
+            # (azure-behaviour §5).
             return poller.result()
         return wait_for_lro(poller, self._remaining(deadline), description)
 

@@ -4,7 +4,7 @@
 
 """Reconciler of one federated identity credential on a user-assigned managed identity.
 
-Azure identifies a credential by its (issuer, subject) pair, unique per identity (azure-facts §4); the name is a
+Azure identifies a credential by its (issuer, subject) pair, unique per identity (azure-behaviour §4); the name is a
 label. So every decision is taken from ONE list of the identity's credentials: whether the pair exists (nothing to
 do, or adopt it under its own name), whether the name exists with another pair (update it in place: issuer and
 subject may change, the name may not), whether another credential differs only cosmetically (a warning: Entra
@@ -117,7 +117,7 @@ def _by_name(credentials: list[dict[str, t.Any]], name: str | None) -> dict[str,
 
 
 def _by_pair(credentials: list[dict[str, t.Any]], issuer: str | None, subject: str | None) -> dict[str, t.Any] | None:
-    # Exact comparison, as Entra matches a token's iss and sub (§4).
+    # Exact comparison, as Entra matches a token's iss and sub (azure-behaviour §4).
     return next((c for c in credentials if (c["issuer"], c["subject"]) == (issuer, subject)), None)
 
 
@@ -171,7 +171,7 @@ def plan(
         return Plan(UPDATE, pair, wanted, warnings, "the audiences differ")
     named = _by_name(found, desired.create_name)
     if named is not None:
-        # Issuer and subject may change in place; only the name is immutable (§4).
+        # Issuer and subject may change in place; only the name is immutable (azure-behaviour §4).
         wanted = {**named, "issuer": desired.issuer, "subject": desired.subject, "audiences": audiences}
         return Plan(UPDATE, named, wanted, warnings, "the issuer or subject differ")
     if len(found) >= MAX_FEDERATED_CREDENTIALS_PER_IDENTITY:

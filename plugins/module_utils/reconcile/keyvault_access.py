@@ -48,8 +48,8 @@ MODEL_ACCESS_POLICY = "access_policy"
 # What a workload reading its secrets needs, as the workload identity quickstart grants it
 # (az keyvault set-policy --secret-permissions get); "list" is left out on purpose: least privilege.
 DEFAULT_SECRET_PERMISSIONS = ("get",)
-# §9: "Key Vault Secrets User" reads secret contents (getSecret) and metadata (readMetadata); a built-in role
-# this collection knows by GUID (workload_identity.BUILTIN_ROLES), so naming it costs no lookup.
+# azure-behaviour §9: "Key Vault Secrets User" reads secret contents (getSecret) and metadata (readMetadata); a
+# built-in role this collection knows by GUID (workload_identity.BUILTIN_ROLES), so naming it costs no lookup.
 DEFAULT_ROLE = "Key Vault Secrets User"
 
 _VAULT_ID = re.compile(

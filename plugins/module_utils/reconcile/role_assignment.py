@@ -11,7 +11,7 @@ collection does not know costs one more list of role definitions.
 
 New assignments get a deterministic name, uuid5 of (scope, principal, role): two runs that race converge on
 the same name, and a run that loses a race to an assignment under another name gets 409 RoleAssignmentExists,
-which counts as present (azure-facts §9: uniqueness is on the triple, not on the name).
+which counts as present (azure-behaviour §9: uniqueness is on the triple, not on the name).
 
 Private to this collection: the names here may change without notice.
 """
@@ -45,13 +45,14 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     role_definition_guid,
 )
 
-# §9: 409 when the (scope, principal, role) triple already has an assignment under another name.
+# azure-behaviour §9: 409 when the (scope, principal, role) triple already has an assignment under another name.
 CODE_ROLE_ASSIGNMENT_EXISTS = "RoleAssignmentExists"
 PRINCIPAL_TYPES = ("ServicePrincipal", "User", "Group", "ForeignGroup", "Device")  # RoleAssignment.principalType
-# §9: principalType lets ARM accept a principal Entra has not replicated yet (a managed identity created moments
-# ago); managed identities are service principals.
+# azure-behaviour §9: principalType lets ARM accept a principal Entra has not replicated yet (a managed identity
+# created moments ago); managed identities are service principals.
 DEFAULT_PRINCIPAL_TYPE = "ServicePrincipal"
-# §9: PrincipalNotFound can still happen with principalType set (rarely); retried this long, then reported.
+# azure-behaviour §9: PrincipalNotFound can still happen with principalType set (rarely); retried this long, then
+# reported.
 PRINCIPAL_NOT_FOUND_TIMEOUT = 180.0
 # Fixed namespace of the deterministic assignment names; changing it would make every run create duplicates.
 ASSIGNMENT_NAME_NAMESPACE = uuid.UUID("f33ff504-5cb1-461d-8901-1a7125d39f21")
@@ -101,7 +102,7 @@ def validate_principal_type(value: t.Any, field: str = "principal_type") -> list
 
 
 def role_definition_id_for_scope(scope: str, guid: str) -> str:
-    """The roleDefinitionId to send: under the scope's subscription, as ARM and the CLI send it (§9)."""
+    """The roleDefinitionId to send: under the scope's subscription, as ARM and the CLI do (azure-behaviour §9)."""
     match = _SUBSCRIPTION_SCOPE.match(normalize_scope(scope))
     prefix = f"/subscriptions/{match.group('subscription')}" if match else ""
     return f"{prefix}/providers/Microsoft.Authorization/roleDefinitions/{guid.lower()}"
@@ -237,7 +238,7 @@ def create_assignment(azure: t.Any, desired: DesiredRoleAssignment) -> dict[str,
         desired.role_definition_id,
         t.cast(str, desired.principal_id),
         desired.principal_type,
-        # §9: Entra has not replicated a principal created moments ago (400 PrincipalNotFound).
+        # azure-behaviour §9: Entra has not replicated a principal created moments ago (400 PrincipalNotFound).
         retry_while=lambda exc: azure_error_code(exc) == CODE_PRINCIPAL_NOT_FOUND,
         retry_timeout=PRINCIPAL_NOT_FOUND_TIMEOUT,
         description=_describe(desired),

@@ -241,7 +241,7 @@ def test_wait_false_then_wait(lab, aks, group, cluster):
         started = run_module("aks_oidc", {**args, "wait": False}, env=lab.env)
         assert not started.failed, started.output
         assert started.changed and started["provisioning_state"] == "Updating"
-        assert started["issuer_url"]  # already in the PUT's answer (§5)
+        assert started["issuer_url"]  # already in the PUT's answer (azure-behaviour §5)
         seq = lab.last_seq()
         waited = run_module("aks_oidc", args, env=lab.env)
     finally:

@@ -63,7 +63,7 @@ def identity(lab, msi):
 
 @pytest.fixture
 def issuer() -> str:
-    return f"https://oidc.lab.test/{uuid.uuid4()}/"  # AKS issuers end with a slash (azure-facts §5)
+    return f"https://oidc.lab.test/{uuid.uuid4()}/"  # AKS issuers end with a slash (azure-behaviour §5)
 
 
 def listed(lab, msi, identity: str) -> dict[str, tuple]:
@@ -266,12 +266,12 @@ def test_parallel_runs_on_one_identity_converge(lab, msi, identity, issuer):
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        # §4's 409: retried by the module (azure-core treats 409 as final).
+        # azure-behaviour §4's 409: retried by the module (azure-core treats 409 as final).
         ({"status": 409, "code": CONCURRENT_CODE, "message": "Too many writes.", "count": 2}, [409, 409, 201]),
         # 429 with Retry-After and 503: azure-core's RetryPolicy retries them; the module adds nothing.
         ({"status": 429, "retry_after": 1}, [429, 201]),
         ({"status": 503}, [503, 201]),
-        # §4's 404 for an identity created moments ago: retried by the module.
+        # azure-behaviour §4's 404 for an identity created moments ago: retried by the module.
         (
             {"status": 404, "code": "NotFound", "message": "The parent user-assigned identity doesn't exist."},
             [404, 201],

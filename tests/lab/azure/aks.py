@@ -2,10 +2,11 @@
 
 A PUT answers at once with the desired body in Creating/Updating and an Azure-AsyncOperation URL; the operation
 finishes ``state.settings["lro_seconds"]`` later and the cluster turns Succeeded. Nothing runs in the background:
-every read settles an operation whose time has come (azure-facts §3).
+every read settles an operation whose time has come (azure-behaviour §3).
 
 Shapes follow azure-cli recordings of api-version 2026-01-01 (test_aks_create_default_service_msi.yaml) and the
-2026-07-01 spec excerpt in /work/shared/azure-specs.
+2026-07-01 spec in Azure/azure-rest-api-specs (specification/containerservice/resource-manager/
+Microsoft.ContainerService/aks/stable/2026-07-01/managedClusters.json).
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ from .server import ArmError, Request, Response, route
 from .state import State, seeder
 
 PROVIDER_TYPE = "Microsoft.ContainerService/managedClusters"
-RESPONSE_TYPE = "Microsoft.ContainerService/ManagedClusters"  # capital M in responses (azure-facts §2)
-OPERATION_API_VERSION = "2016-03-30"  # the status URL's version, whatever the PUT used (azure-facts §1, §3)
+RESPONSE_TYPE = "Microsoft.ContainerService/ManagedClusters"  # capital M in responses (azure-behaviour §2)
+OPERATION_API_VERSION = "2016-03-30"  # the status URL's version, whatever the PUT used (azure-behaviour §1, §3)
 # issuerURL is in cluster bodies from 2022-09-01 on (azure-workload-identity troubleshooting docs); older versions
 # would silently drop the properties the collection depends on.
 API_VERSION_FLOOR = "2022-09-01"
 # The lab's default when kubernetesVersion is "" or absent. Real AKS answers with the minor it chose in
 # kubernetesVersion and the patch it runs in currentKubernetesVersion ("1.28" / "1.28.10" in the recording).
-# 1.33 keeps new clusters below the 1.34 line where the OIDC issuer becomes always-on (azure-facts §5).
+# 1.33 keeps new clusters below the 1.34 line where the OIDC issuer becomes always-on (azure-behaviour §5).
 DEFAULT_KUBERNETES_VERSION = "1.33"
 PATCH_RELEASES = {"1.31": "1.31.13", "1.32": "1.32.9", "1.33": "1.33.5", "1.34": "1.34.1", "1.35": "1.35.0"}
 OIDC_ALWAYS_ON_FROM = (1, 34)
@@ -82,7 +83,7 @@ def _resolve_versions(requested: str | None) -> tuple[str, str]:
 
 def operation_name(operation_id: str) -> str:
     """The status body's ``name``: the operation id with its first three GUID groups byte-reversed (the
-    little-endian GUID layout), e.g. fe62827a-6931-4fd2-... -> 7a8262fe-3169-d24f-... (azure-facts §3.3).
+    little-endian GUID layout), e.g. fe62827a-6931-4fd2-... -> 7a8262fe-3169-d24f-... (azure-behaviour §3.3).
     Note: a 2024 recording (test_aks_create_default_service_msi.yaml) shows the id unchanged."""
     return str(uuid.UUID(bytes=uuid.UUID(operation_id).bytes_le))
 
@@ -94,7 +95,7 @@ def is_wired(state: State, resource_group: str, name: str) -> bool:
 
 def issuer_url(state: State, resource_group: str, name: str, issuer_uuid: str) -> str:
     """A wired cluster's issuer is the lab kube-apiserver's --service-account-issuer, exactly; others get an
-    AKS-shaped one on the emulator: host/{tenant}/{uuid}/ with the trailing slash (azure-facts §5)."""
+    AKS-shaped one on the emulator: host/{tenant}/{uuid}/ with the trailing slash (azure-behaviour §5)."""
     if is_wired(state, resource_group, name):
         return state.config.kube_issuer_url
     return f"{state.config.base_url}/oidc/{state.config.tenant_id}/{issuer_uuid}/"
@@ -214,19 +215,20 @@ def _identity(
 def _oidc_and_security(
     state: State, props: dict[str, Any], existing: dict[str, Any] | None, versions: tuple[str, str]
 ) -> tuple[bool, dict[str, Any]]:
-    """The OIDC issuer switch and the security profile after the rules of azure-facts §5."""
+    """The OIDC issuer switch and the security profile after the rules of azure-behaviour §5."""
     before = (existing or {}).get("oidcIssuerProfile", {}).get("enabled", False)
     requested = props.get("oidcIssuerProfile")
     enabled = before if requested is None or "enabled" not in requested else bool(requested["enabled"])
     if existing is None and _version_tuple(versions[1]) >= OIDC_ALWAYS_ON_FROM:
-        enabled = True  # 1.34+: new clusters always get the issuer; --enable-oidc-issuer is a no-op (§5)
+        # 1.34+: new clusters always get the issuer; --enable-oidc-issuer is a no-op (azure-behaviour §5).
+        enabled = True
     if before and not enabled:
         # Disabling is unsupported (AKS docs, use-oidc-issuer.md); code and message as quoted in many terraform
         # apply logs ("400 OIDCIssuerFeatureCannotBeDisabled: OIDC issuer feature cannot be disabled.").
         raise ArmError(400, "OIDCIssuerFeatureCannotBeDisabled", "OIDC issuer feature cannot be disabled.")
     security = copy.deepcopy(props["securityProfile"]) if props.get("securityProfile") is not None else None
     if security is None:
-        security = copy.deepcopy((existing or {}).get("securityProfile", {}))  # never set -> {} (§2)
+        security = copy.deepcopy((existing or {}).get("securityProfile", {}))  # never set -> {} (azure-behaviour §2)
     if security.get("workloadIdentity") is not None:
         security["workloadIdentity"] = {"enabled": bool(security["workloadIdentity"].get("enabled"))}
     if security.get("workloadIdentity", {}).get("enabled") and not enabled:
@@ -370,7 +372,8 @@ def _feature_profiles(
     meta: dict[str, Any],
 ) -> dict[str, Any]:
     oidc: dict[str, Any] = {"enabled": oidc_enabled}
-    if oidc_enabled:  # issuerURL is read-only and present only when enabled, already in the 200/201 body (§5)
+    # issuerURL is read-only and present only when enabled, already in the 200/201 body (azure-behaviour §5).
+    if oidc_enabled:
         oidc["issuerURL"] = issuer_url(state, resource_group, name, meta["issuer_uuid"])
     csi = {
         "diskCSIDriver": {"enabled": True},
@@ -647,7 +650,7 @@ def patch_cluster_tags(request: Request, state: State) -> Response:
 
 @route("DELETE", _CLUSTER)
 def delete_cluster(request: Request, state: State) -> Response:
-    # 202 + Azure-AsyncOperation + Location while it runs; 204 when there is nothing to delete (azure-facts §3.6).
+    # 202 + Azure-AsyncOperation + Location while it runs; 204 when there is nothing to delete (azure-behaviour §3.6).
     cluster_id = _prologue(request, state, "Microsoft.ContainerService/managedClusters/delete")
     with state.lock:
         cluster = settled_cluster(state, cluster_id)

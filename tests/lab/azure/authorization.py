@@ -2,7 +2,7 @@
 
 ``authorize()`` is what ARM does before any resource provider sees a request; ``data_action_allowed()`` is the
 same evaluation for data actions (Key Vault's RBAC permission model). Both honour the lab setting
-``role_propagation_seconds``: a new assignment is not effective until it is that old (azure-facts §7, §9).
+``role_propagation_seconds``: a new assignment is not effective until it is that old (azure-behaviour §7, §9).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 # Built-in roles, copied from the generated role reference (MicrosoftDocs/azure-docs
 # articles/role-based-access-control/built-in-roles/{privileged,general,security,identity}.md). GUIDs are the same
-# in every tenant (azure-facts §9). Tuple: name, guid, description, actions, notActions, dataActions.
+# in every tenant (azure-behaviour §9). Tuple: name, guid, description, actions, notActions, dataActions.
 _KEY_VAULT_READ_ACTIONS = [
     "Microsoft.Authorization/*/read",
     "Microsoft.Insights/alertRules/*",
@@ -214,7 +214,7 @@ def _permits(permission: dict[str, Any], operation: str, data: bool) -> bool:
 
 
 def effective_assignments(state: State, object_id: str, scope: str) -> list[dict[str, Any]]:
-    """The caller's assignments at ``scope`` or above that have propagated (azure-facts §7: 403, then success)."""
+    """The caller's assignments at ``scope`` or above that have propagated (azure-behaviour §7: 403, then success)."""
     delay = state.settings["role_propagation_seconds"]
     now = state.now()
     found = []
@@ -376,7 +376,7 @@ def _validate_new_assignment(state: State, name: str, props: dict[str, Any]) -> 
     )
     requested_type = props.get("principalType")
     if principal is None and not requested_type:
-        # azure-facts §9: without principalType ARM looks the principal up in the directory and fails; with it,
+        # azure-behaviour §9: without principalType ARM looks the principal up in the directory and fails; with it,
         # the assignment is accepted (what principalType exists for: replication delay).
         raise ArmError(
             400,
@@ -433,7 +433,7 @@ def create_role_assignment(request: Request, state: State) -> Response:
                     "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
                 )
             # Same name, same triple: accepted again (ARM/Bicep redeployments are idempotent); the spec allows
-            # 200 or 201 and which one the service picks is UNVERIFIED (azure-facts §9).
+            # 200 or 201 and which one the service picks is UNVERIFIED (azure-behaviour §9).
             existing["properties"].update(
                 {k: props.get(k) for k in ("description", "condition", "conditionVersion") if k in props},
                 updatedOn=utcnow_iso(),
@@ -445,7 +445,7 @@ def create_role_assignment(request: Request, state: State) -> Response:
             (a for a in _all_assignments(state) if _same_assignment(a, scope, checked["principalId"], role_guid)), None
         )
         if duplicate is not None:
-            # azure-facts §9: uniqueness is on (scope, principal, role); the message names the existing one.
+            # azure-behaviour §9: uniqueness is on (scope, principal, role); the message names the existing one.
             raise ArmError(
                 409,
                 "RoleAssignmentExists",
@@ -498,7 +498,7 @@ def delete_role_assignment(request: Request, state: State) -> Response:
     authorize(request, state, "Microsoft.Authorization/roleAssignments/delete", assignment_id)
     _check_scope(request, state, scope)
     removed = state.delete(assignment_id)
-    # azure-facts §2: 200 with the deleted assignment, or 204 when there was none.
+    # azure-behaviour §2: 200 with the deleted assignment, or 204 when there was none.
     return Response(200, removed) if removed is not None else Response(204)
 
 

@@ -50,12 +50,12 @@ def require_resource_group(request: Request, state: State, subscription: str, re
 
 
 def resource_id(subscription: str, resource_group: str, provider_type: str, name: str) -> str:
-    """Returned ids lower-case 'resourcegroups' as Azure does for these providers (azure-facts §2)."""
+    """Returned ids lower-case 'resourcegroups' as Azure does for these providers (azure-behaviour §2)."""
     return f"/subscriptions/{subscription}/resourcegroups/{resource_group}/providers/{provider_type}/{name}"
 
 
 def resource_not_found(provider_type: str, name: str, resource_group: str) -> ArmError:
-    # azure-facts §3.1: the gateway's 404 for a missing tracked resource.
+    # azure-behaviour §3.1: the gateway's 404 for a missing tracked resource.
     return ArmError(
         404,
         "ResourceNotFound",

@@ -4,9 +4,9 @@ Two client credentials are accepted, as Entra accepts them for a confidential cl
 - a client secret (service principals: the lab's deployer);
 - a client assertion (workload identity federation): a JWT from an external OIDC issuer, exchanged for an access
   token of the identity whose federated identity credential trusts (issuer, subject, audience). Entra fetches the
-  issuer's discovery document and JWKS itself, so this module does too, over real HTTPS (azure-facts §6).
+  issuer's discovery document and JWKS itself, so this module does too, over real HTTPS (azure-behaviour §6).
 
-Errors are OAuth-shaped (azure-facts §6), never ARM-shaped. Secrets and assertions are never logged or echoed.
+Errors are OAuth-shaped (azure-behaviour §6), never ARM-shaped. Secrets and assertions are never logged or echoed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ DISCOVERY_TIMEOUT_SECONDS = 5
 
 
 # The AADSTS errors this emulator returns: code -> (HTTP status, OAuth 'error', description). Sources per line;
-# statuses follow azure-facts §6 (invalid_client = 401, invalid_request/invalid_scope/unauthorized_client = 400).
+# statuses follow azure-behaviour §6 (invalid_client = 401, invalid_request/invalid_scope/unauthorized_client = 400).
 _NO_MATCH = "No matching federated identity record found for presented assertion"
 _CHECK_FIC = (
     f"Check your federated identity credential Subject, Audience and Issuer against the presented assertion. {FIC_DOCS}"
@@ -85,7 +85,7 @@ ERRORS: dict[int, tuple[int, str, str]] = {
         "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
     ),  # MicrosoftDocs/azure-docs#25959 (text); status UNVERIFIED
     50027: (400, "invalid_request", "JWT token is invalid or malformed."),  # UNVERIFIED for federated assertions
-    # Azure/azure-workload-identity#642 and #1130 (400 invalid_request; azure-facts §6).
+    # Azure/azure-workload-identity#642 and #1130 (400 invalid_request; azure-behaviour §6).
     50166: (400, "invalid_request", "Request to External OIDC endpoint failed."),
     # UNVERIFIED for federated assertions: the certificate-credential code for a failed signature.
     50013: (401, "invalid_client", "Assertion failed signature validation. [Reason - {reason}]"),
@@ -100,7 +100,7 @@ ERRORS: dict[int, tuple[int, str, str]] = {
     # Azure/azure-workload-identity#1200 (invalid_client), Azure/login#482, dotnet/maui#31978 (2025 wording).
     700211: (401, "invalid_client", f"{_NO_MATCH} issuer '{{issuer}}'. {_CHECK_FIC}"),
     700213: (401, "invalid_client", f"{_NO_MATCH} subject '{{subject}}'. {_CHECK_FIC}"),
-    # Azure/login#515: subject case mismatch since the case-sensitive matching change (azure-facts §4).
+    # Azure/login#515: subject case mismatch since the case-sensitive matching change (azure-behaviour §4).
     7002138: (
         401,
         "invalid_client",
@@ -300,11 +300,11 @@ def _fetch_json(state: State, url: str) -> Any:
 
 def _issuer_keys(request: Request, state: State, issuer: str) -> dict[str, Any]:
     # OIDC Discovery 1.0 §4: a terminating '/' of the issuer is removed before '/.well-known/openid-configuration'
-    # is appended, so 'https://x/uuid/' (AKS, azure-facts §5) and 'https://x/uuid' read the same document.
+    # is appended, so 'https://x/uuid/' (AKS, azure-behaviour §5) and 'https://x/uuid' read the same document.
     try:
         discovery = _fetch_json(state, issuer.rstrip("/") + "/.well-known/openid-configuration")
         return _fetch_json(state, discovery["jwks_uri"])
-    except Exception:  # any failure to reach or read the issuer is one error to the caller (azure-facts §6)
+    except Exception:  # any failure to reach or read the issuer is one error to the caller (azure-behaviour §6)
         raise OAuthError(request, state, 50166) from None
 
 
@@ -343,12 +343,12 @@ def verify_federated_assertion(request: Request, state: State, principal: dict[s
         raise OAuthError(request, state, 50027) from None
     issuer, subject = str(claims.get("iss", "")), str(claims.get("sub", ""))
     audiences = claims["aud"] if isinstance(claims.get("aud"), list) else [str(claims.get("aud", ""))]
-    # azure-facts §4: a credential created moments ago is not visible to Entra yet, so it fails as if absent
+    # azure-behaviour §4: a credential created moments ago is not visible to Entra yet, so it fails as if absent
     # (700211/700213 on fresh credentials: Azure/azure-workload-identity#1200).
     delay = state.settings["credential_propagation_seconds"]
     credentials = _federated_credentials(state, principal["app_id"])
     visible = [props for props, created in credentials if state.now() - created >= delay]
-    # Issuer, subject and audience match exactly and case-sensitively (azure-facts §4).
+    # Issuer, subject and audience match exactly and case-sensitively (azure-behaviour §4).
     by_issuer = [p for p in visible if p.get("issuer") == issuer]
     if not by_issuer:
         raise OAuthError(request, state, 700211, issuer=issuer)

@@ -28,13 +28,13 @@ _SUB_RG = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
 _VAULT_PATH = _SUB_RG + r"/providers/Microsoft\.KeyVault/vaults/(?P<name>[^/]+)"
 _PERMISSION_KINDS = ("keys", "secrets", "certificates", "storage")
 ALL_SECRET_PERMISSIONS = ["get", "list", "set", "delete", "backup", "restore", "recover", "purge"]
-_SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")  # secrets.json SetSecret pattern (azure-facts §1)
-_SERVICE_VERSION = "1.9.2203.1"  # x-ms-keyvault-service-version recorded in 2025 (azure-facts §7)
+_SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")  # secrets.json SetSecret pattern (azure-behaviour §1)
+_SERVICE_VERSION = "1.9.2203.1"  # x-ms-keyvault-service-version recorded in 2025 (azure-behaviour §7)
 
 
 # ================================================================================================ management plane
 def vault_id(subscription: str, resource_group: str, name: str) -> str:
-    # Key Vault keeps 'resourceGroups' camel-cased in ids (recorded), unlike MSI/AKS (azure-facts §2).
+    # Key Vault keeps 'resourceGroups' camel-cased in ids (recorded), unlike MSI/AKS (azure-behaviour §2).
     return f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/{VAULT_TYPE}/{name}"
 
 
@@ -330,7 +330,7 @@ def _kv_headers(state: State, vault: dict[str, Any] | None) -> dict[str, str]:
 
 
 def vault_route(methods: str | tuple[str, ...], pattern: str) -> Callable:
-    """A data-plane route: finds the vault named by the Host header, adds Key Vault's headers (azure-facts §7)."""
+    """A data-plane route: finds the vault named by the Host header, adds Key Vault's headers (azure-behaviour §7)."""
 
     def decorate(handler: Callable[[Request, State, dict[str, Any]], Response]) -> Callable:
         def wrapper(request: Request, state: State) -> Response:
@@ -382,7 +382,7 @@ def _authorize_secret(
         resource = vault["id"] + ("/secrets/" + secret if secret else "/secrets")
         if data_action_allowed(state, claims.get("oid", ""), data_action, resource):
             return
-        # azure-facts §7, verbatim shape (terraform-provider-azurerm#23927); Resource is lower-cased there.
+        # azure-behaviour §7, verbatim shape (terraform-provider-azurerm#23927); Resource is lower-cased there.
         message = (
             "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role "
             "definitions were changed recently, please observe propagation time.\r\n"
@@ -484,7 +484,7 @@ def set_secret(request: Request, state: State, vault: dict[str, Any]) -> Respons
             "attributes": {**attributes, "created": now, "updated": now},
         }
         versions = state.secrets.setdefault(vault["name"].lower(), {}).setdefault(name.lower(), [])
-        versions.append(record)  # each set creates a new version (azure-facts §2)
+        versions.append(record)  # each set creates a new version (azure-behaviour §2)
     return Response(200, _bundle(state, vault, versions[0]["name"], record))
 
 
@@ -507,7 +507,7 @@ def get_or_update_secret(request: Request, state: State, vault: dict[str, Any]) 
         _authorize_secret(request, state, vault, "get", "Microsoft.KeyVault/vaults/secrets/getSecret/action", name)
     with state.lock:
         versions = _versions(state, vault, name)
-        # An empty version is the latest one (the CLI sends GET /secrets/{name}/, azure-facts §1).
+        # An empty version is the latest one (the CLI sends GET /secrets/{name}/, azure-behaviour §1).
         record = (
             (versions or [None])[-1]
             if not version

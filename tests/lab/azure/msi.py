@@ -2,7 +2,7 @@
 
 Every identity is also a directory principal (its service principal), registered with the state so the Entra
 and authorization emulators can find it by client id or object id. Federated identity credential rules are those
-of azure-facts §4; the error table in the Entra docs (workload-identity-federation-considerations.md, "Errors")
+of azure-behaviour §4; the error table in the Entra docs (workload-identity-federation-considerations.md, "Errors")
 gives most of the wording.
 """
 
@@ -24,7 +24,7 @@ from .throttle import limit, per_second
 
 IDENTITY_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
 FIC_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials"
-# Stable 2018-11-30, 2023-01-31, 2024-11-30; previews older clients still send (azure-facts §1).
+# Stable 2018-11-30, 2023-01-31, 2024-11-30; previews older clients still send (azure-behaviour §1).
 IDENTITY_API_VERSIONS = (
     "2018-11-30",
     "2021-09-30-preview",
@@ -35,8 +35,8 @@ IDENTITY_API_VERSIONS = (
     "2025-01-31-preview",
 )
 FIC_API_VERSIONS = ("2022-01-31-preview", "2023-01-31", "2023-07-31-preview", "2024-11-30", "2025-01-31-preview")
-MAX_CREDENTIALS_PER_IDENTITY = 20  # Entra docs: workload-identity-federation-considerations (azure-facts §4)
-MAX_PROPERTY_LENGTH = 600  # issuer, subject and audience (azure-facts §4)
+MAX_CREDENTIALS_PER_IDENTITY = 20  # Entra docs: workload-identity-federation-considerations (azure-behaviour §4)
+MAX_PROPERTY_LENGTH = 600  # issuer, subject and audience (azure-behaviour §4)
 _FIC_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$")  # spec pattern: 3-120, first character alphanumeric
 
 _SUBSCRIPTION = r"/subscriptions/(?P<subscription>[^/]+)"
@@ -73,7 +73,7 @@ def _require_identity(request: Request, state: State, identity_id: str) -> dict[
 
 
 def _new_identity(state: State, identity_id: str, name: str, location: str) -> dict[str, Any]:
-    """tenantId/principalId/clientId are made once, on create, and never change (azure-facts §2)."""
+    """tenantId/principalId/clientId are made once, on create, and never change (azure-behaviour §2)."""
     principal_id, client_id = str(uuid.uuid4()), str(uuid.uuid4())
     state.add_principal(principal_id, client_id, "ManagedIdentity", name, identity_id=identity_id)
     state.meta_of(identity_id)["principals"] = [principal_id]
@@ -120,7 +120,8 @@ def put_identity(request: Request, state: State) -> Response:
         state.put(identity_id, body)
     if existing:
         return Response(200, body)
-    return Response(201, body, {"Location": identity_id})  # the recorded 201 carries the id as location (§2)
+    # The recorded 201 carries the id as location (azure-behaviour §2).
+    return Response(201, body, {"Location": identity_id})
 
 
 @route("GET", _IDENTITY)
@@ -151,7 +152,8 @@ def patch_identity(request: Request, state: State) -> Response:
 
 @route("DELETE", _IDENTITY)
 def delete_identity(request: Request, state: State) -> Response:
-    # 200 with an empty body when it existed, 204 when it did not (§2). Its credentials and principal go with it.
+    # 200 with an empty body when it existed, 204 when it did not (azure-behaviour §2). Its credentials and principal
+    # go with it.
     identity_id = _identity_id(request, state)
     _prologue(
         request, state, "Microsoft.ManagedIdentity/userAssignedIdentities/delete", identity_id, IDENTITY_API_VERSIONS
@@ -256,7 +258,7 @@ def _check_unique_and_limit(state: State, identity_id: str, name: str, propertie
 @contextmanager
 def _credential_write(state: State, identity_id: str) -> Iterator[None]:
     """A federated credential write holds its identity for ``fic_write_seconds``; a second write on the same
-    identity meanwhile fails with 409 (azure-facts §4). Writes on different identities run in parallel: the wait
+    identity meanwhile fails with 409 (azure-behaviour §4). Writes on different identities run in parallel: the wait
     happens outside the state lock."""
     with state.lock:
         meta = state.meta_of(identity_id)
@@ -304,7 +306,7 @@ def put_credential(request: Request, state: State) -> Response:
         parent = _require_parent(request, state, identity_id)  # it may have gone while the write was held
         existing = state.get(credential_id)
         _check_unique_and_limit(state, identity_id, name, properties)
-        # Issuer and subject may change in place (recorded 200); only the name is immutable (azure-facts §4).
+        # Issuer and subject may change in place (recorded 200); only the name is immutable (azure-behaviour §4).
         body = {
             "id": f"{parent['id']}/federatedIdentityCredentials/{existing['name'] if existing else name}",
             "name": existing["name"] if existing else name,
@@ -314,7 +316,7 @@ def put_credential(request: Request, state: State) -> Response:
         state.put(credential_id, body)
         meta = state.meta_of(credential_id)
         if existing is None:
-            meta["created"] = state.now()  # Entra starts its propagation delay here (§4)
+            meta["created"] = state.now()  # Entra starts its propagation delay here (azure-behaviour §4)
         meta["updated"] = state.now()
     if existing:
         return Response(200, body)

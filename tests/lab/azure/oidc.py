@@ -1,7 +1,7 @@
 """The OIDC issuers of the emulated AKS clusters: discovery document and JSON Web Key Set, anonymous, over HTTPS.
 
 AKS publishes ``{issuerURL}.well-known/openid-configuration`` and ``{issuerURL}openid/v1/jwks`` for every cluster
-with the issuer enabled (azure-facts §5); Entra fetches them to verify service-account tokens. Here:
+with the issuer enabled (azure-behaviour §5); Entra fetches them to verify service-account tokens. Here:
 
 - a cluster wired to the lab's kube-apiserver publishes that apiserver's keys, read from its own
   ``/openid/v1/jwks`` (anonymous, TLS checked against the lab CA) just as AKS publishes the keys its clusters sign

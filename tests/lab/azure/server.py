@@ -454,7 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
             **response.headers,
         }
         if request.plane == "arm" and request.method in ("PUT", "PATCH", "POST"):
-            headers.setdefault("x-ms-ratelimit-remaining-subscription-writes", "1199")  # azure-facts §8
+            headers.setdefault("x-ms-ratelimit-remaining-subscription-writes", "1199")  # azure-behaviour §8
         if request.plane == "arm" and request.method == "DELETE":
             headers.setdefault("x-ms-ratelimit-remaining-subscription-deletes", "14999")
         for name, value in headers.items():

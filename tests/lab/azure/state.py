@@ -49,10 +49,10 @@ class LabConfig:
 
 
 DEFAULT_SETTINGS: dict[str, float] = {
-    "lro_seconds": 2.0,  # how long an AKS PUT stays Updating/Creating (Azure: minutes, azure-facts §3.5)
+    "lro_seconds": 2.0,  # how long an AKS PUT stays Updating/Creating (Azure: minutes, azure-behaviour §3.5)
     "fic_write_seconds": 0.05,  # a federated credential write holds the identity this long (409 on overlap)
-    "credential_propagation_seconds": 0.0,  # a new federated credential is unusable at Entra for N s (§4)
-    "role_propagation_seconds": 0.0,  # a new role assignment is not effective for N s (§7, §9)
+    "credential_propagation_seconds": 0.0,  # a new federated credential fails at Entra for N s (azure-behaviour §4)
+    "role_propagation_seconds": 0.0,  # a new role assignment is not effective for N s (azure-behaviour §7, §9)
     "token_lifetime_seconds": 3600.0,
     "arm_latency_seconds": 0.0,  # every ARM request waits this long first: the round trip to management.azure.com
     "throttling": 0.0,  # 1 = Azure's documented request limits apply (throttle.py), 429 with Retry-After beyond
@@ -246,7 +246,7 @@ class State:
     def _authenticate_vault(self, token: str) -> dict[str, Any]:
         from .server import Response
 
-        # azure-facts §7: 401 + a challenge naming the authority and the resource; the SDK then fetches a token
+        # azure-behaviour §7: 401 + a challenge naming the authority and the resource; the SDK then fetches a token
         # for <resource>/.default and repeats the request.
         challenge = {
             "WWW-Authenticate": (

@@ -381,7 +381,7 @@ def test_put_is_a_long_running_operation_with_azure_asyncoperation(emulator, htt
     assert put.status_code == 200
     assert put.json()["properties"]["provisioningState"] == "Updating"
     assert put.json()["properties"]["agentPoolProfiles"][0]["provisioningState"] == "Updating"
-    assert put.json()["properties"]["oidcIssuerProfile"]["issuerURL"]  # already in the 200 body (§5)
+    assert put.json()["properties"]["oidcIssuerProfile"]["issuerURL"]  # already in the 200 body (azure-behaviour §5)
     assert "Location" not in put.headers and "Retry-After" not in put.headers
     status_url = put.headers["Azure-AsyncOperation"]
     prefix = f"{emulator.base_url}/subscriptions/{emulator.config.subscription_id}/providers/Microsoft.ContainerService/locations/eastus/operations/"
@@ -479,7 +479,7 @@ def test_workload_identity_enable_then_disable(emulator, aks, http):
     ).result()
     props = http.get(_cluster_url(emulator)).json()["properties"]
     assert props["securityProfile"] == {"workloadIdentity": {"enabled": False}}
-    assert props["oidcIssuerProfile"]["enabled"] is True  # OIDC stays on (§5)
+    assert props["oidcIssuerProfile"]["enabled"] is True  # OIDC stays on (azure-behaviour §5)
 
 
 def test_immutable_dns_prefix_and_location(emulator, http):

@@ -84,7 +84,7 @@ class Issuers:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def issuer(self, name: str = "cluster") -> str:
-        return f"{self.base}/{name}/"  # AKS's shape: trailing slash (azure-facts §5)
+        return f"{self.base}/{name}/"  # AKS's shape: trailing slash (azure-behaviour §5)
 
     def token(
         self,

@@ -2,7 +2,7 @@
 
 The binaries come from ``KUBEBUILDER_ASSETS`` (a folder holding ``kube-apiserver`` and ``etcd``, as envtest
 uses) when that is set and complete, otherwise from our own ``kube-testenv`` (embedded etcd + kube-apiserver in
-one process, built from the official Go modules by ``build.sh``). See /work/shared/kube-testenv.md.
+one process, built from the official Go modules by ``build.sh``).
 
 The processes outlive the Python process that started them (the lab's ``up`` command exits while the lab keeps
 running); their pids are recorded in the work folder, and ``stop()`` ends them.

@@ -1,5 +1,5 @@
 """trust_check: claims, claims against federated credentials, the diagnosis table (with the error texts Entra ID,
-Key Vault and ARM send, azure-facts §6-§8), the propagation retry decision and redaction."""
+Key Vault and ARM send, azure-behaviour §6-§8), the propagation retry decision and redaction."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ FIC_DOCS = (
     "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
 )
 
-# azure-facts §6, the descriptions Entra ID sends (error_description), Trace trailer included.
+# azure-behaviour §6, the descriptions Entra ID sends (error_description), Trace trailer included.
 ENTRA = {
     "AADSTS70021": "AADSTS70021: No matching federated identity record found for presented assertion. Assertion "
     f"Issuer: '{ISSUER}'. Assertion Subject: '{SUBJECT}'. Assertion Audience: '{AUDIENCE}'.{TRACE}",
@@ -54,7 +54,7 @@ VAULT_RESOURCE = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg-apps/providers/microsoft.keyvault/vaults/"
     "kv-orders/secrets/db-password"
 )
-# azure-facts §7, verbatim shape.
+# azure-behaviour §7, verbatim shape.
 FORBIDDEN_BY_RBAC = (
     "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role "
     "definitions were changed recently, please observe propagation time.\r\nCaller: "

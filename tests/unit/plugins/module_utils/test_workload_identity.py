@@ -260,7 +260,7 @@ def test_issuer_rules(issuer, expected):
     [
         ("system:serviceaccount:ns:*", ["subject: wildcards are not supported"]),
         (" system:serviceaccount:ns:sa", ["subject: must not start or end with whitespace"]),
-        ("repo:org/repo:ref:refs/heads/main", []),  # no fixed format (§4)
+        ("repo:org/repo:ref:refs/heads/main", []),  # no fixed format (azure-behaviour §4)
         ("", ["subject: is required"]),
     ],
 )

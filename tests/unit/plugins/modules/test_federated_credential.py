@@ -45,7 +45,7 @@ def arm_error(status: int, code: str, message: str, cls: type = HttpResponseErro
 
 
 def concurrent() -> HttpResponseError:
-    # azure-facts §4: the service's 409 when two credential writes on one identity overlap.
+    # azure-behaviour §4: the service's 409 when two credential writes on one identity overlap.
     return arm_error(
         409,
         azure_client.CODE_CONCURRENT_FIC_WRITES,
@@ -281,7 +281,7 @@ def test_concurrent_write_409s_are_retried_until_the_write_lands(fics, capsys):
 
 
 def test_parent_missing_on_an_identity_just_listed_is_retried(fics, capsys):
-    # The list saw the identity; the write's front end does not yet (§4): a 404 there is retried.
+    # The list saw the identity; the write's front end does not yet (azure-behaviour §4): a 404 there is retried.
     fics.script["put"] = [parent_missing()]
     result = run(capsys, {**SA, "name": "fic1"})
     assert result["changed"] is True and result["credential_count"] == 1

@@ -28,7 +28,8 @@ ISSUER = (
 
 
 def cluster_body(oidc: bool = False, workload_identity: bool | None = None, state: str = "Succeeded") -> dict:
-    """A GET body shaped like AKS's (§2), with fields the SDK does not know, to prove they survive a round trip."""
+    """A GET body shaped like AKS's (azure-behaviour §2), with fields the SDK does not know, to prove they survive a
+    round trip."""
     security: dict[str, t.Any] = {}
     if workload_identity is not None:
         security["workloadIdentity"] = {"enabled": workload_identity}
