@@ -8,15 +8,25 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LAB_ENV := tests/lab/.run/lab.env
 
-.PHONY: venv lab-build lab-up lab-down lab-status site lint sanity unit pytest test bench clean
+PYTHON ?= python3
 
+.PHONY: preflight venv lab-build lab-up lab-down lab-status site lint sanity unit pytest test bench clean
+
+# What the machine must have, said in the first second with the command that fixes it.
+preflight:
+	@PYTHON=$(PYTHON) tests/tools/preflight.sh
+
+# Without ensurepip (Debian's and Ubuntu's python3-venv, a root install) pip comes from the package index.
 $(VENV)/.installed: requirements.txt tests/requirements.txt
-	test -x $(PY) || python3 -m venv $(VENV)
+	if [ ! -x $(PY) ]; then
+	  if $(PYTHON) -c 'import ensurepip' 2>/dev/null; then $(PYTHON) -m venv $(VENV)
+	  else $(PYTHON) -m venv --without-pip $(VENV) && $(PY) tests/tools/bootstrap_pip.py; fi
+	fi
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r tests/requirements.txt
 	touch $@
 
-venv: $(VENV)/.installed
+venv: preflight $(VENV)/.installed
 
 lab-build: venv
 	$(PY) -m tests.lab build
@@ -50,18 +60,10 @@ unit: venv
 pytest: lab-build
 	$(PY) -m pytest -q $(ARGS)
 
-# Each phase prints its wall time, so a slow CI run says where the time went.
+# Each phase prints its wall time and the run ends with a summary of them; the integration tests and the Molecule
+# scenarios run at the same time, each on a lab of its own (tests/tools/test.sh).
 test: venv
-	started=$$SECONDS; summary=""
-	phase() { local name=$$1; shift; local t0=$$SECONDS; "$$@"; summary+="$$(printf '  %-12s %5d s' "$$name" $$((SECONDS - t0)))"$$'\n'; echo "== phase $$name: $$((SECONDS - t0)) s"; }
-	phase lint $(MAKE) --no-print-directory lint
-	phase sanity $(MAKE) --no-print-directory sanity
-	phase lab-build $(MAKE) --no-print-directory lab-build
-	phase unit $(PY) -m pytest -q tests/unit
-	phase lab $(PY) -m pytest -q tests/lab
-	phase integration $(PY) -m pytest -q tests/integration/modules
-	phase molecule $(PY) -m pytest -q tests/integration/test_molecule.py
-	printf '== make test: %d s\n%s' $$((SECONDS - started)) "$$summary"
+	VENV=$(VENV) tests/tools/test.sh
 
 # API requests per workload of each flow, on a lab of its own (python -m tests.bench --help)
 bench: lab-build

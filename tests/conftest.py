@@ -5,6 +5,7 @@ The checkout can live anywhere; a symlink under .build/collections gives it the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -20,7 +21,8 @@ def _ensure_collection_path() -> None:
     else:
         _LINK.parent.mkdir(parents=True, exist_ok=True)
         if not _LINK.is_symlink():
-            _LINK.symlink_to(REPO, target_is_directory=True)
+            with contextlib.suppress(FileExistsError):  # another test session made it at the same moment
+                _LINK.symlink_to(REPO, target_is_directory=True)
         root = str(COLLECTIONS)
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -28,6 +30,21 @@ def _ensure_collection_path() -> None:
 
 
 _ensure_collection_path()
+
+
+def _resolve_localhost_names() -> None:
+    """The lab's vault hosts are names under localhost: resolve them to loopback in this process as the lab's own
+    processes do (tests/lab/resolver/sitecustomize.py), whatever the host's resolver does."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_lab_loopback_names", REPO / "tests" / "lab" / "resolver" / "sitecustomize.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+_resolve_localhost_names()
 
 
 # --------------------------------------------------------------------------- the lab, for tests that need it

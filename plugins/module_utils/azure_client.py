@@ -29,6 +29,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.errors impor
     describe_failure,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
+from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.pacing import Pacer
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import is_uuid
 
@@ -310,6 +311,50 @@ def _metadata_error(url: str, problem: str) -> WorkloadIdentityError:
     )
 
 
+# --- Auth options -----------------------------------------------------------------------------------------------
+# A tenant is named by its GUID or one of its domains (contoso.onmicrosoft.com); azure-identity accepts only these
+# characters in a tenant (azure/identity/_internal/__init__.py, validate_tenant_id).
+_TENANT_DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+
+def validate_auth_options(params: t.Mapping[str, t.Any]) -> list[str]:
+    """ "option: rule" messages for the Azure auth options that were given (or came from the environment); checked
+    before the first request, so a typo never reaches Entra as a failed sign-in."""
+    errors = []
+    for name in ("subscription_id", "client_id"):
+        value = params.get(name)
+        if value and not is_uuid(value):
+            errors.append(f"{name}: must be a GUID like 00000000-0000-0000-0000-000000000000")
+    tenant = params.get("tenant")
+    if tenant and not (is_uuid(tenant) or _TENANT_DOMAIN.match(tenant)):
+        errors.append("tenant: must be the tenant's GUID or one of its domain names, such as contoso.onmicrosoft.com")
+    cloud = params.get("cloud_environment")
+    if cloud and not is_metadata_url(cloud) and cloud.strip().lower() not in {n.lower() for n in KNOWN_CLOUDS}:
+        errors.append(f"cloud_environment: must be one of {', '.join(KNOWN_CLOUDS)} or an ARM metadata URL")
+    elif cloud and is_metadata_url(cloud):
+        errors += _url_errors(cloud, "cloud_environment", query=True)
+    authority = params.get("authority_host")
+    if authority:
+        errors += _url_errors(authority if "://" in authority else f"https://{authority}", "authority_host")
+    interval = params.get("lro_polling_interval")
+    if interval is not None and not interval > 0:
+        errors.append("lro_polling_interval: must be a positive number of seconds")
+    return errors
+
+
+def _url_errors(value: str, field: str, *, query: bool = False) -> list[str]:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return [f"{field}: is not a valid URL"]
+    if parts.scheme != "https" or not parts.hostname:
+        return [f"{field}: must be an https URL with a host name"]
+    if parts.fragment or (parts.query and not query):
+        return [f"{field}: must not have a {'fragment' if parts.fragment else 'query'}"]
+    return []
+
+
 # --- Credentials ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class CredentialChoice:
@@ -578,8 +623,8 @@ class AzureModule:
         **module_kwargs: t.Any,
     ) -> None:
         if module is None:
-            module = AnsibleModule(
-                argument_spec=AZURE_AUTH_ARGSPEC | (argument_spec or {}),
+            module = new_module(
+                AZURE_AUTH_ARGSPEC | (argument_spec or {}),
                 supports_check_mode=supports_check_mode,
                 **module_kwargs,
             )
@@ -587,6 +632,9 @@ class AzureModule:
             module.fail_json(msg="Internal error: the module's argument_spec lacks AZURE_AUTH_ARGSPEC")
         self.module = module
         self.require("azure-identity")
+        errors = validate_auth_options(module.params)
+        if errors:
+            module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors)
         self._cloud: AzureCloud | None = None
         self._choice: CredentialChoice | None = None
         self._subscription_id: str | None = None
@@ -606,7 +654,7 @@ class AzureModule:
     @property
     def polling_interval(self) -> float:
         value = self.params.get("lro_polling_interval")
-        return float(value) if value and value > 0 else DEFAULT_POLLING_INTERVAL
+        return float(value) if value else DEFAULT_POLLING_INTERVAL
 
     def require(self, package: str) -> None:
         """Fail the module (``missing_required_lib``) when ``package`` could not be imported."""
@@ -637,6 +685,12 @@ class AzureModule:
     @property
     def credential(self) -> t.Any:
         return self._credential_choice().credential
+
+    def sign_in(self) -> None:
+        """Get the ARM token now (azure-identity caches it for every client), failing with which credential was
+        tried: for a module about to start worker threads, whose concurrent first calls would each sign in."""
+        scopes = self.cloud.credential_scopes
+        azure_call(lambda: self.credential.get_token(*scopes), f"sign in as {self.credential_description}")
 
     @property
     def credential_description(self) -> str:

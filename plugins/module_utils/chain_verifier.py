@@ -58,9 +58,22 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     LABEL_USE_VALUE,
     is_uuid,
     service_account_subject,
+    validate_arm_api_version,
+    validate_arm_resource_id,
+    validate_audience,
+    validate_cluster_name,
+    validate_identity_name,
+    validate_issuer,
+    validate_keyvault_name,
+    validate_keyvault_object_name,
+    validate_keyvault_url,
     validate_namespace,
+    validate_number,
+    validate_resource_group_name,
     validate_service_account_name,
+    validate_token_scope,
     validate_uuid,
+    validate_wait_timeout,
 )
 
 try:
@@ -69,8 +82,12 @@ except ImportError:
     ClientAssertionCredential = None  # AzureModule reports the missing azure-identity
 
 # TokenRequestSpec.expirationSeconds: "The expiration can't be less than 10 minutes" (Kubernetes API reference,
-# kubernetes.io/docs/reference/kubernetes-api/authentication-resources/token-request-v1/).
+# kubernetes.io/docs/reference/kubernetes-api/authentication-resources/token-request-v1/), and at most 2^32 seconds
+# (kubernetes/kubernetes pkg/apis/authentication/validation/validation.go ValidateTokenRequest).
 MIN_TOKEN_REQUEST_SECONDS = 600
+MAX_TOKEN_REQUEST_SECONDS = 2**32
+# Waits between retries double up to 30 seconds (trust_check.backoff): a first wait longer than that never doubles.
+MAX_RETRY_INTERVAL = 30
 # The webhook's name in its MutatingWebhookConfiguration (azure-workload-identity deploy/azure-wi-webhook.yaml).
 WEBHOOK_NAME = "mutation.azure-workload-identity.io"
 INJECTED_ENV = (ENV_CLIENT_ID, ENV_TENANT_ID, ENV_FEDERATED_TOKEN_FILE, ENV_AUTHORITY_HOST)
@@ -78,20 +95,51 @@ _RESOURCE_GROUP_ID = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/
 _SUBSCRIPTION_OF = re.compile(r"^/subscriptions/(?P<sub>[^/]+)", re.IGNORECASE)
 
 
-def validate(params: dict[str, t.Any]) -> list[str]:
+def validate(params: t.Mapping[str, t.Any]) -> list[str]:
+    """Every input rule of wid_verify's options (and of those workloads_verify shares: options it lacks are
+    skipped), as "option: rule" messages, checked before any request."""
     errors = validate_namespace(params["namespace"]) + validate_service_account_name(params["service_account"])
     for name in ("identity_client_id", "tenant_id"):
-        if params[name] is not None:
+        if params.get(name) is not None:
             errors += validate_uuid(params[name], name)
-    if params["token_expiration"] < MIN_TOKEN_REQUEST_SECONDS:
-        errors.append(f"token_expiration: must be at least {MIN_TOKEN_REQUEST_SECONDS} seconds (TokenRequest minimum)")
-    if params["propagation_timeout"] < 0 or params["retry_interval"] < 1:
-        errors.append("propagation_timeout: must be 0 or more, and retry_interval 1 or more")
-    resource_id = params["arm_resource_id"]
-    if resource_id and not _SUBSCRIPTION_OF.match(resource_id):
-        errors.append(f"arm_resource_id: must start with /subscriptions/<id>, got {resource_id!r}")
-    elif resource_id and not _RESOURCE_GROUP_ID.match(resource_id) and not params["arm_api_version"]:
-        errors.append("arm_api_version: is required to read a resource that is not a resource group")
+    for name, check in (
+        ("identity_resource_group", validate_resource_group_name),
+        ("cluster_resource_group", validate_resource_group_name),
+        ("identity_name", validate_identity_name),
+        ("cluster_name", validate_cluster_name),
+        ("issuer_url", validate_issuer),
+        ("audience", validate_audience),
+        ("scope", validate_token_scope),
+        ("secret_name", validate_keyvault_object_name),
+        ("arm_api_version", validate_arm_api_version),
+    ):
+        if params.get(name) is not None:
+            errors += check(params[name], name)
+    keyvault = params.get("keyvault")
+    if keyvault is not None:
+        # A vault name (the cloud's Key Vault suffix is added) or the vault's URL, as the option says.
+        errors += (
+            validate_keyvault_url(keyvault, "keyvault")
+            if "://" in keyvault
+            else validate_keyvault_name(keyvault, "keyvault")
+        )
+    seconds = params["token_expiration"]
+    if not MIN_TOKEN_REQUEST_SECONDS <= seconds <= MAX_TOKEN_REQUEST_SECONDS:
+        errors.append(
+            f"token_expiration: must be between {MIN_TOKEN_REQUEST_SECONDS} and {MAX_TOKEN_REQUEST_SECONDS} seconds "
+            f"(2^32), as the API server's TokenRequest accepts, got {seconds}"
+        )
+    errors += validate_wait_timeout(params["propagation_timeout"], "propagation_timeout", low=0)
+    errors += validate_number(params["retry_interval"], "retry_interval", 1, MAX_RETRY_INTERVAL, "seconds")
+    resource_id = params.get("arm_resource_id")
+    if resource_id is not None:
+        errors += validate_arm_resource_id(resource_id, "arm_resource_id")
+        if not _RESOURCE_GROUP_ID.match(resource_id) and not params.get("arm_api_version"):
+            errors.append("arm_api_version: is required to read a resource that is not a resource group")
+    elif params.get("arm_api_version") is not None:
+        errors.append("arm_api_version: only applies with arm_resource_id; set it too or leave arm_api_version out")
+    if params.get("return_secret_value") and not keyvault:
+        errors.append("return_secret_value: only applies with keyvault and secret_name, which read the secret")
     return errors
 
 

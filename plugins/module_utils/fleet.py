@@ -192,7 +192,7 @@ class Fleet:
         """Build the clients and sign in once, before any worker thread starts: the credential's first token
         request then serves all of them (azure-identity caches the token; concurrent first calls would each sign
         in). The apps and batch clients (a second of imports) only when workloads are to be patched."""
-        self.azure.credential.get_token(*self.azure.cloud.credential_scopes)
+        self.azure.sign_in()
         for client in ("msi", "authorization", "resources"):
             getattr(self.azure, client)
         if kubernetes:

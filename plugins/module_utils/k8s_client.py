@@ -16,6 +16,7 @@ import os
 import time
 import traceback
 import typing as t
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
@@ -24,6 +25,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.errors impor
     describe_failure,
     retry,
 )
+from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 
 IMPORT_ERRORS: dict[str, str] = {}
 
@@ -73,6 +75,32 @@ K8S_AUTH_ARGSPEC: dict[str, dict[str, t.Any]] = {
     "ca_cert": {"type": "path", "aliases": ["ssl_ca_cert"], "fallback": (env_fallback, ["K8S_AUTH_SSL_CA_CERT"])},
     "validate_certs": {"type": "bool", "aliases": ["verify_ssl"], "fallback": (env_fallback, ["K8S_AUTH_VERIFY_SSL"])},
 }
+
+
+def validate_connection_options(params: t.Mapping[str, t.Any]) -> list[str]:
+    """ "option: rule" messages for the connection options that were given, before anything is loaded or sent."""
+    errors = []
+    host = params.get("host")
+    if host:
+        try:
+            parts = urlsplit(host)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("https", "http")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+        ):
+            errors.append("host: must be the API server's URL, such as https://203.0.113.10:6443")
+    kubeconfig = params.get("kubeconfig")
+    if kubeconfig is not None and not isinstance(kubeconfig, (str, dict)):
+        errors.append("kubeconfig: must be a path or the kubeconfig as a dictionary")
+    elif isinstance(kubeconfig, str) and not kubeconfig.strip():
+        errors.append("kubeconfig: must not be empty (omit the option to use its default)")
+    return errors
 
 
 # --- Connection settings ----------------------------------------------------------------------------------------
@@ -332,8 +360,8 @@ class K8sModule:
         **module_kwargs: t.Any,
     ) -> None:
         if module is None:
-            module = AnsibleModule(
-                argument_spec=K8S_AUTH_ARGSPEC | (argument_spec or {}),
+            module = new_module(
+                K8S_AUTH_ARGSPEC | (argument_spec or {}),
                 supports_check_mode=supports_check_mode,
                 **module_kwargs,
             )
@@ -341,6 +369,9 @@ class K8sModule:
             module.fail_json(msg="Internal error: the module's argument_spec lacks K8S_AUTH_ARGSPEC")
         self.module = module
         self.require("kubernetes")
+        errors = validate_connection_options(module.params)
+        if errors:
+            module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors)
         self._environ = environ
         self._connection: K8sConnection | None = None
         self._clients: dict[str, t.Any] = {}

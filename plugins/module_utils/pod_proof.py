@@ -21,7 +21,9 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
+    Namespaces,
     Nodes,
     Pods,
     ServiceAccounts,
@@ -31,8 +33,12 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     ENV_TENANT_ID,
     LABEL_USE,
     LABEL_USE_VALUE,
+    validate_container_image,
+    validate_keyvault_object_name,
+    validate_keyvault_url,
     validate_namespace,
     validate_service_account_name,
+    validate_wait_timeout,
 )
 
 DEFAULT_IMAGE = "ghcr.io/azure/azure-workload-identity/msal-go:latest"
@@ -68,18 +74,15 @@ class PodRequest:
 
 
 def validate(request: PodRequest) -> list[str]:
-    errors = [*validate_namespace(request.namespace), *validate_service_account_name(request.service_account)]
-    if not re.match(r"^https://[^/\s]+/?$", request.keyvault_url or ""):
-        errors.append(
-            f"keyvault_url: must be the vault's https URL, as https://<vault>.vault.azure.net/, got {request.keyvault_url!r}"
-        )
-    if not re.match(r"^[0-9a-zA-Z-]{1,127}$", request.secret_name or ""):
-        errors.append("secret_name: must be 1-127 letters, digits or '-' (Key Vault's rule for object names)")
-    if not request.image:
-        errors.append("image: is required")
-    if request.timeout <= 0:
-        errors.append(f"timeout: must be more than 0 seconds, got {request.timeout:g}")
-    return errors
+    """Every input rule, as "field: rule" messages, checked before any request."""
+    return [
+        *validate_namespace(request.namespace),
+        *validate_service_account_name(request.service_account),
+        *validate_keyvault_url(request.keyvault_url),  # the sample reads KEYVAULT_URL + the secret's path
+        *validate_keyvault_object_name(request.secret_name),
+        *validate_container_image(request.image),
+        *validate_wait_timeout(request.timeout, "timeout"),
+    ]
 
 
 def pod_body(request: PodRequest) -> dict[str, t.Any]:
@@ -156,6 +159,7 @@ class PodProver:
         self.pods = Pods(core_v1, **caller)
         self.nodes = Nodes(core_v1, calls=self.pods.calls, **caller)
         self.accounts = ServiceAccounts(core_v1, calls=self.pods.calls, **caller)
+        self.namespaces = Namespaces(core_v1, calls=self.pods.calls, **caller)
         self.dry_run = self.pods.dry_run
         self.sleep = self.pods.sleep
         self.clock = clock
@@ -165,6 +169,7 @@ class PodProver:
         return self.nodes.schedulable()
 
     def prove(self, request: PodRequest) -> Proof:
+        self._require_service_account(request)
         nodes = self.schedulable_nodes()
         if nodes == 0:
             return Proof(
@@ -175,13 +180,6 @@ class PodProver:
             )
         if self.dry_run:
             return Proof(SKIPPED, reason="check mode: the verification pod would be created", schedulable_nodes=nodes)
-        if self.accounts.read(request.namespace, request.service_account) is None:
-            return Proof(
-                FAILED,
-                cause=f"ServiceAccount {request.namespace}/{request.service_account} does not exist",
-                fix="create it with aks.workload_identity.wid_service_account (the workload role does)",
-                schedulable_nodes=nodes,
-            )
         pod = self.pods.create(request.namespace, pod_body(request))
         proof = Proof(FAILED, pod_name=pod.metadata.name, schedulable_nodes=nodes, created=True)
         try:
@@ -190,6 +188,34 @@ class PodProver:
             if not request.keep_pod:
                 self._delete(request, proof)
         return proof
+
+    def _require_service_account(self, request: PodRequest) -> None:
+        """The pod's parents, read before anything else (check mode too): a missing ServiceAccount, or namespace,
+        fails naming the option, and nothing is created."""
+        if self.accounts.read(request.namespace, request.service_account) is not None:
+            return
+        target = f"'{request.namespace}/{request.service_account}'"
+        try:
+            namespace_missing = self.namespaces.read(request.namespace) is None
+        except WorkloadIdentityError as error:
+            if error.status != 403:  # may not read namespaces: name the ServiceAccount, which is missing either way
+                raise
+            namespace_missing = False
+        if namespace_missing:
+            raise WorkloadIdentityError(
+                f"namespace: namespace '{request.namespace}' does not exist, so ServiceAccount {target} does not "
+                "either; create both (aks.workload_identity.wid_service_account with create_namespace: true)",
+                code="NotFound",
+                status=404,
+                target=target,
+            )
+        raise WorkloadIdentityError(
+            f"service_account: ServiceAccount {target} does not exist; create and annotate it with "
+            "aks.workload_identity.wid_service_account (the workload role does)",
+            code="NotFound",
+            status=404,
+            target=target,
+        )
 
     def _judge(self, request: PodRequest, pod: t.Any, proof: Proof) -> None:
         proof.injected_env = injected_env(pod)

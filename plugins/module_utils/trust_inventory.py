@@ -37,6 +37,8 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     validate_cluster_name,
     validate_issuer,
     validate_namespace,
+    validate_resource_group_name,
+    validate_unique,
 )
 
 # Federated credentials can only be listed per identity. Four at a time keeps a large subscription quick while
@@ -57,13 +59,23 @@ WORKLOAD_LISTS = (  # (result key, kind, client property, method suffix)
 
 
 def validate(params: t.Mapping[str, t.Any]) -> list[str]:
+    """Every input rule of wid_info's options, as "option: rule" messages, checked before any request. A list entry
+    given twice is refused: it would be read twice, or (ARM names ignore case) name the same thing twice."""
     errors = []
     for index, cluster in enumerate(params["clusters"]):
+        errors += validate_resource_group_name(cluster["resource_group"], f"clusters[{index}].resource_group")
         errors += validate_cluster_name(cluster["name"], f"clusters[{index}].name")
+    cluster_ids = [f"{c['resource_group']}/{c['name']}" for c in params["clusters"]]
+    errors += validate_unique(cluster_ids, "clusters", ignore_case=True)
     for index, url in enumerate(params["issuer_urls"]):
         errors += validate_issuer(url, f"issuer_urls[{index}]")
+    errors += validate_unique(params["issuer_urls"], "issuer_urls")  # Entra compares issuers exactly
+    for index, group in enumerate(params["identity_resource_groups"]):
+        errors += validate_resource_group_name(group, f"identity_resource_groups[{index}]")
+    errors += validate_unique(params["identity_resource_groups"], "identity_resource_groups", ignore_case=True)
     for index, namespace in enumerate(params["namespaces"]):
         errors += validate_namespace(namespace, f"namespaces[{index}]")
+    errors += validate_unique(params["namespaces"], "namespaces")
     threshold = params["credential_warning_threshold"]
     if not 1 <= threshold <= MAX_FEDERATED_CREDENTIALS_PER_IDENTITY:
         errors.append(

@@ -262,6 +262,306 @@ def validate_service_account_annotations(
     return errors
 
 
+# --- General values: numbers, URLs, Azure locations and tags, string maps -------------------------------------
+def validate_number(value: t.Any, field: str, low: float, high: float, unit: str = "") -> list[str]:
+    """A number (not a boolean) within ``[low, high]``; ``None`` (omitted) passes."""
+    if value is None:
+        return []
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return [f"{field}: must be a number"]
+    if not low <= value <= high:
+        unit = f" {unit}" if unit else ""
+        return [f"{field}: must be between {low:g} and {high:g}{unit}, got {value:g}"]
+    return []
+
+
+def validate_https_url(value: t.Any, field: str, *, query: bool = False, path: bool = True) -> list[str]:
+    """An ``https://host[:port][/path]`` URL (a query only when ``query``, a path only when ``path``); never a
+    fragment or user information."""
+    if not isinstance(value, str) or not value:
+        return [f"{field}: is required"]
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return [f"{field}: is not a valid URL"]
+    if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in value):
+        return [f"{field}: must be an https URL with a host name"]
+    if parts.username or parts.password:
+        return [f"{field}: must not hold a user name or password"]
+    if parts.fragment or (parts.query and not query):
+        return [f"{field}: must not have a {'fragment' if parts.fragment else 'query'}"]
+    if not path and parts.path not in ("", "/"):
+        return [f"{field}: must not have a path"]
+    return []
+
+
+# Azure region names: "westeurope" as ARM returns them, or the display form "West Europe" ARM also accepts
+# (https://learn.microsoft.com/rest/api/resources/subscriptions/list-locations).
+LOCATION_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9]*( [A-Za-z0-9]+)*$")
+
+
+def validate_location(value: t.Any, field: str = "location") -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, str) or not LOCATION_PATTERN.match(value) or len(value) > 64:
+        return [f"{field}: must be an Azure region name such as westeurope or 'West Europe'"]
+    return []
+
+
+# https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limits
+MAX_TAGS = 50
+MAX_TAG_NAME = 512
+MAX_TAG_VALUE = 256
+TAG_NAME_FORBIDDEN = "<>%&\\?/"
+
+
+def validate_tags(value: t.Any, field: str = "tags") -> list[str]:
+    """Azure's tag limits: at most 50, names 1-512 characters without ``<>%&\\?/`` and unique regardless of case,
+    values strings of at most 256 characters."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [f"{field}: must be a dictionary of tag names and values"]
+    errors = []
+    if len(value) > MAX_TAGS:
+        errors.append(f"{field}: Azure allows at most {MAX_TAGS} tags, got {len(value)}")
+    seen: dict[str, str] = {}
+    for name, tag_value in value.items():
+        where = f"{field}.{name}" if isinstance(name, str) and name else f"{field}"
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            errors.append(f"{field}: tag names must be non-empty strings without surrounding whitespace")
+            continue
+        if len(name) > MAX_TAG_NAME:
+            errors.append(f"{field}: tag names must be at most {MAX_TAG_NAME} characters, got {len(name)}")
+        if any(char in TAG_NAME_FORBIDDEN for char in name):
+            errors.append(f"{where}: tag names must not contain any of < > % & \\ ? /")
+        if name.lower() in seen:
+            errors.append(f"{where}: Azure tag names ignore case, so it is the same tag as {seen[name.lower()]!r}")
+        seen[name.lower()] = name
+        if not isinstance(tag_value, str):
+            errors.append(f"{where}: tag values must be strings (quote numbers and booleans in YAML)")
+        elif len(tag_value) > MAX_TAG_VALUE:
+            errors.append(f"{where}: tag values must be at most {MAX_TAG_VALUE} characters, got {len(tag_value)}")
+    return errors
+
+
+def validate_string_map(value: t.Any, field: str, what: str = "values") -> list[str]:
+    """A dictionary whose keys and values are all strings (Kubernetes labels, annotations and ConfigMap data are;
+    Ansible would otherwise send ``None`` as null and ``1`` as a number)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [f"{field}: must be a dictionary"]
+    errors = []
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            errors.append(f"{field}: keys must be non-empty strings")
+        elif not isinstance(item, str):
+            errors.append(f"{field}.{key}: {what} must be strings, got {_kind(item)} (quote it in YAML)")
+    return errors
+
+
+def _kind(value: t.Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a dictionary" if isinstance(value, dict) else "a list" if isinstance(value, list) else type(value).__name__
+
+
+# Key Vault names, https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules
+# (Microsoft.KeyVault/vaults): 3-24 letters, digits and hyphens, starting with a letter, ending with a letter or
+# digit, no two hyphens in a row.
+KEYVAULT_NAME_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
+
+
+def validate_keyvault_name(value: t.Any, field: str = "vault_name") -> list[str]:
+    if not isinstance(value, str) or not KEYVAULT_NAME_PATTERN.match(value) or "--" in value:
+        return [
+            f"{field}: {value!r} is not a valid key vault name (3-24 letters, digits and '-', starting with a letter, "
+            "ending with a letter or digit, no '--')"
+        ]
+    return []
+
+
+# Our bound, not Azure's: no operation these modules wait for takes a day, and Python's waits overflow on values
+# near 2**63 nanoseconds (OverflowError: timeout value is too large) instead of failing cleanly.
+MAX_WAIT_SECONDS = 86400
+
+
+def validate_wait_timeout(value: t.Any, field: str = "wait_timeout", low: float = 1) -> list[str]:
+    """Seconds to wait or retry: ``low`` (1, or 0 for "do not retry") to a day; ``None`` (omitted) passes."""
+    return validate_number(value, field, low, MAX_WAIT_SECONDS, "seconds")
+
+
+def validate_service_account_subject(value: t.Any, field: str = "subject") -> list[str]:
+    """A subject that claims to be a Kubernetes ServiceAccount's (it starts with ``system:serviceaccount`` in any
+    case) must be exactly the ``sub`` Kubernetes puts in its tokens, ``system:serviceaccount:<namespace>:<name>``
+    with a valid namespace and name (azure-behaviour §4); anything else could never match a token. Other subjects
+    (GitHub Actions' ``repo:...``) pass."""
+    if not isinstance(value, str) or not value.lower().startswith(SUBJECT_PREFIX.rstrip(":")):
+        return []
+    shape = f"{field}: must be {SUBJECT_PREFIX}<namespace>:<service account> as in Kubernetes tokens"
+    if not value.startswith(SUBJECT_PREFIX):
+        return [f"{shape} (lower case, singular 'serviceaccount'), got {value!r}"]
+    parts = value[len(SUBJECT_PREFIX) :].split(":")
+    if len(parts) != 2:
+        return [f"{shape}, got {value!r}"]
+    return [
+        f"{field}: {what} {part!r} {message.split(': ', 1)[1]}"
+        for what, part, check in (
+            ("namespace", parts[0], validate_namespace),
+            ("name", parts[1], validate_service_account_name),
+        )
+        for message in check(part, field)
+    ]
+
+
+# Kubernetes object names. ConfigMaps, Deployments, StatefulSets, DaemonSets and CronJobs are RFC 1123 subdomains
+# of at most 253 characters (k8s.io/apimachinery/pkg/api/validation NameIsDNSSubdomain, which
+# kubernetes/kubernetes pkg/apis/apps/validation and pkg/apis/batch/validation use). A CronJob's name is at most 52:
+# its controller appends 11 characters to name each Job, itself at most 63
+# (https://kubernetes.io/docs/concepts/workloads/controllers/cron-jobs/; enforced on create since
+# kubernetes/kubernetes#52967).
+CRONJOB_NAME_MAX = 52
+
+
+def validate_object_name(value: t.Any, field: str = "name", limit: int = DNS1123_SUBDOMAIN_MAX) -> list[str]:
+    """The name of a namespaced Kubernetes object: an RFC 1123 subdomain of at most ``limit`` characters."""
+    return _dns1123(value, field, DNS1123_SUBDOMAIN_PATTERN, limit, "an RFC 1123 subdomain")
+
+
+# Container image references as the container runtimes parse them, the grammar of
+# https://github.com/distribution/reference (reference.go): [domain[:port]/]path[:tag][@digest], a path of
+# lower-case components separated by '/', a tag of at most 128 word characters, '.' or '-', a digest
+# algorithm:hex, the name at most 255 characters (NameTotalLengthMax). The kubelet refuses anything else
+# (InvalidImageName), but only once the pod exists.
+_IMAGE_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_IMAGE_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE_PATTERN = re.compile(
+    rf"^(?P<name>(?:{_IMAGE_DOMAIN_PART}(?:\.{_IMAGE_DOMAIN_PART})*(?::[0-9]+)?/)?"
+    rf"{_IMAGE_PATH_PART}(?:/{_IMAGE_PATH_PART})*)"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+IMAGE_NAME_MAX = 255
+
+
+def validate_container_image(value: t.Any, field: str = "image") -> list[str]:
+    if not isinstance(value, str) or not value:
+        return [f"{field}: is required"]
+    match = IMAGE_REFERENCE_PATTERN.match(value)
+    if not match:
+        return [
+            f"{field}: must be a container image reference, [registry[:port]/]lower-case/path[:tag][@sha256:digest] "
+            "without spaces, such as ghcr.io/azure/azure-workload-identity/msal-go:latest"
+        ]
+    if len(match.group("name")) > IMAGE_NAME_MAX:
+        return [f"{field}: the image name before the tag must be at most {IMAGE_NAME_MAX} characters"]
+    return []
+
+
+# Key Vault object (secret) names: 1-127 letters, digits and '-'
+# (https://learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates#object-identifiers;
+# azure-behaviour §1 for the pattern).
+KEYVAULT_OBJECT_NAME_MAX = 127
+
+
+def validate_keyvault_object_name(value: t.Any, field: str = "secret_name") -> list[str]:
+    if not isinstance(value, str) or not value:
+        return [f"{field}: is required"]
+    if len(value) > KEYVAULT_OBJECT_NAME_MAX or not KEYVAULT_SECRET_NAME_PATTERN.match(value):
+        return [f"{field}: must be 1-{KEYVAULT_OBJECT_NAME_MAX} letters, digits or '-' (Key Vault's rule for names)"]
+    return []
+
+
+def validate_keyvault_url(value: t.Any, field: str = "keyvault_url") -> list[str]:
+    """A vault's URL, ``https://<vault>.vault.azure.net/``: the SDK appends the object paths to it, so no path,
+    query or fragment; https only (azure-core sends bearer tokens over TLS only)."""
+    problems = validate_https_url(value, field, path=False)
+    if problems:
+        rule = problems[0].split(": ", 1)[1]
+        return [f"{field}: must be the vault's https URL, as https://<vault>.vault.azure.net/ ({rule})"]
+    return []
+
+
+# The client credentials flow (a federated credential exchange is one) takes one scope: the resource's identifier
+# followed by "/.default", such as https://vault.azure.net/.default
+# (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow; Entra refuses other
+# scopes with AADSTS1002012).
+DEFAULT_SCOPE_SUFFIX = "/.default"
+
+
+def validate_token_scope(value: t.Any, field: str = "scope") -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, str) or any(char.isspace() for char in value):
+        return [f"{field}: must be one scope, without spaces"]
+    if not value.endswith(DEFAULT_SCOPE_SUFFIX) or value == DEFAULT_SCOPE_SUFFIX or "*" in value:
+        return [
+            f"{field}: must be a resource followed by {DEFAULT_SCOPE_SUFFIX}, such as https://vault.azure.net/.default "
+            "(the client credentials flow takes nothing else)"
+        ]
+    return []
+
+
+def validate_audience(value: t.Any, field: str = "audience") -> list[str]:
+    """One audience of a ServiceAccount token, which a federated credential must trust (azure-behaviour §4)."""
+    return _claim_value(value, field, MAX_AUDIENCE_LENGTH)
+
+
+# ARM resource IDs: /subscriptions/<GUID>[/resourceGroups/<group>][/providers/<Namespace>/<type>/<name>...]
+# (https://learn.microsoft.com/azure/azure-resource-manager/templates/template-functions-resource#resourceid).
+_ARM_RESOURCE_ID = re.compile(
+    r"^/subscriptions/(?P<subscription>[^/]+)(?:/resourceGroups/(?P<group>[^/]+))?"
+    r"(?:/providers/[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)+(?:/[^/]+/[^/]+)+)?/?$",
+    re.IGNORECASE,
+)
+
+
+def validate_arm_resource_id(value: t.Any, field: str) -> list[str]:
+    if not isinstance(value, str) or not value:
+        return [f"{field}: is required"]
+    match = _ARM_RESOURCE_ID.match(value)
+    if not match or any(char.isspace() or char in "?#%" for char in value):
+        return [
+            f"{field}: must be an Azure resource ID, /subscriptions/<GUID>/resourceGroups/<name> or "
+            ".../providers/<Namespace>/<type>/<name>"
+        ]
+    errors = validate_uuid(match.group("subscription"), f"{field} (subscription)")
+    if match.group("group") is not None:
+        errors += validate_resource_group_name(match.group("group"), f"{field} (resource group)")
+    return errors
+
+
+# ARM api-versions are dates, YYYY-MM-DD, some with a -preview suffix
+# (https://learn.microsoft.com/rest/api/azure/#request-uri: "api-version ... in YYYY-MM-DD format").
+API_VERSION_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(-preview|-privatepreview|-beta)?$")
+
+
+def validate_arm_api_version(value: t.Any, field: str = "api_version") -> list[str]:
+    if value is not None and (not isinstance(value, str) or not API_VERSION_PATTERN.match(value)):
+        return [f"{field}: must be an ARM api-version, a date YYYY-MM-DD with an optional -preview, got {value!r}"]
+    return []
+
+
+def validate_unique(values: t.Any, field: str, *, ignore_case: bool = False) -> list[str]:
+    """Each entry of a list once (Azure names compare without regard to letter case: ``ignore_case``)."""
+    if not isinstance(values, (list, tuple)):
+        return []
+    seen: dict[str, int] = {}
+    errors = []
+    for index, value in enumerate(values):
+        key = value.lower() if ignore_case and isinstance(value, str) else repr(value)
+        if key in seen:
+            errors.append(f"{field}[{index}]: repeats {field}[{seen[key]}]; give each entry once")
+        else:
+            seen[key] = index
+    return errors
+
+
 # --- Near misses: values that look equal to a person but not to Entra ---------------------------------------
 def _padding(value: str) -> tuple[str, str]:
     stripped = value.strip()

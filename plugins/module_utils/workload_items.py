@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import spec_errors
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     federated_credential,
     role_assignment,
@@ -37,6 +38,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     validate_federated_credential_name,
     validate_identity_name,
     validate_issuer,
+    validate_location,
     validate_resource_group_name,
     validate_uuid,
 )
@@ -213,6 +215,8 @@ def _from_result(raw: dict[str, t.Any]) -> dict[str, t.Any]:
     item = {key: value for key, value in raw.items() if key not in RESULT_KEYS}
     if "identity" not in raw and ("identity_name" in raw or "identity_resource_group" in raw):
         item["identity"] = {"name": raw.get("identity_name"), "resource_group": raw.get("identity_resource_group")}
+    if raw.get("credential_name") == "":  # a check-mode result: the name is not known until the issuer is
+        del item["credential_name"]
     if isinstance(raw.get("configmap"), str):
         item["configmap"] = {"name": raw["configmap"]} if raw["configmap"] else None
     if "patch_workloads" not in raw and raw.get("patched_workloads"):
@@ -241,8 +245,10 @@ def parse_items(
             errors.append(f"{where}: must be a dictionary, got {type(raw).__name__}")
             continue
         shaped = _from_result(raw) if accept_results else raw
+        # The values as written first: Ansible's conversion would turn `name: yes` into "True".
+        problems = spec_errors(ITEM_SPEC, shaped)
         result = validator.validate(shaped)
-        problems = list(result.errors.messages) or _empty_strings(result.validated_parameters)
+        problems = problems or list(result.errors.messages) or _unset_required(result.validated_parameters)
         if problems:
             errors += [f"{where}: {problem}" for problem in problems]
             continue
@@ -250,20 +256,17 @@ def parse_items(
     return items, errors
 
 
-def _empty_strings(values: dict[str, t.Any]) -> list[str]:
-    """A required name given as "" (or only spaces) is not "unset": Azure and Kubernetes would refuse it."""
-    problems = []
-    for key in ("name", "namespace", "service_account"):
-        if not str(values.get(key) or "").strip():
-            problems.append(f"{key}: must not be empty")
+def _unset_required(values: dict[str, t.Any]) -> list[str]:
+    """A required key given as null passes Ansible's check (it is present) but names nothing."""
+    problems = [f"{key}: is required" for key in ("name", "namespace", "service_account") if values.get(key) is None]
     identity = values.get("identity") or {}
-    for key in ("name", "resource_group"):
-        if not str(identity.get(key) or "").strip():
-            problems.append(f"identity.{key}: must not be empty")
+    problems += [f"identity.{key}: is required" for key in ("name", "resource_group") if identity.get(key) is None]
     for index, grant in enumerate(values.get("grants") or []):
-        for key in ("role", "scope"):
-            if not str(grant.get(key) or "").strip():
-                problems.append(f"grants[{index}].{key}: must not be empty")
+        problems += [f"grants[{index}].{key}: is required" for key in ("role", "scope") if grant.get(key) is None]
+    for index, target in enumerate(values.get("patch_workloads") or []):
+        problems += [
+            f"patch_workloads[{index}].{key}: is required" for key in ("kind", "name") if target.get(key) is None
+        ]
     return problems
 
 
@@ -363,14 +366,14 @@ def validate_item(item: Item, *, state: str, issuer: str | None) -> list[str]:
         *validate_identity_name(item.identity.name, "identity.name"),
         *validate_resource_group_name(item.identity.resource_group, "identity.resource_group"),
     ]
-    if item.identity.location is not None and not item.identity.location.strip():
-        errors.append("identity.location: must not be empty")
-    if state == "present":
-        errors += service_account.validate(desired_service_account(item, PLACEHOLDER_CLIENT_ID, None))
-    else:
-        errors += [
-            e for e in service_account.validate(desired_service_account(item, None, None)) if "client_id" not in e
-        ]
+    errors += validate_location(item.identity.location, "identity.location")
+    account = service_account.validate(
+        desired_service_account(item, PLACEHOLDER_CLIENT_ID if state == "present" else None, None)
+    )
+    # The reconciler calls the ServiceAccount's name "name"; here that is the item's service_account.
+    errors += [
+        f"service_account:{e[len('name:') :]}" if e.startswith("name:") else e for e in account if "client_id" not in e
+    ]
     if item.credential_name is not None:
         errors += validate_federated_credential_name(item.credential_name, "credential_name")
     if state == "present" and issuer:
@@ -401,8 +404,6 @@ def validate_fleet(items: list[Item], *, state: str, issuer: str | None, tenant_
     errors: list[str] = []
     if issuer:
         errors += validate_issuer(issuer, "issuer_url")
-        if issuer != issuer.strip():
-            errors.append("issuer_url: must not have surrounding spaces (Entra compares the issuer exactly)")
     if tenant_id:
         errors += validate_uuid(tenant_id, "tenant_id")
     for item in items:

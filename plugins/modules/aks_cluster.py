@@ -55,13 +55,15 @@ attributes:
 options:
   resource_group:
     description:
-      - Name of the resource group of the cluster.
+      - Name of the resource group of the cluster, 1 to 90 letters, digits, underscores, hyphens, periods or
+        parentheses, not ending with a period.
       - Created in O(location) when it does not exist and O(create_resource_group=true).
     type: str
     required: true
   create_resource_group:
     description:
-      - Create O(resource_group) when it does not exist. With V(false) a missing resource group is an error.
+      - Create O(resource_group) when it does not exist. With V(false) a missing resource group is an error, found
+        by the cluster's GET, in check mode too, before any write.
     type: bool
     default: true
   name:
@@ -80,27 +82,32 @@ options:
     default: present
   location:
     description:
-      - Azure region of a new cluster (and of the resource group when it is created), for example V(eastus).
+      - Azure region of a new cluster (and of the resource group when it is created), for example V(eastus) or
+        V(East US).
       - Required when the cluster does not exist yet; compared (with a warning) otherwise.
     type: str
   node_count:
     description:
-      - Number of nodes in the system node pool of a new cluster, 1-1000.
+      - Number of nodes in the system node pool of a new cluster, 1 to 1000 (the AKS limit for a system pool).
       - Defaults to V(3), as C(az aks create).
     type: int
   vm_size:
     description:
-      - VM size of the nodes of a new cluster, for example V(Standard_D4ds_v5).
+      - VM size of the nodes of a new cluster, for example V(Standard_D4ds_v5), an Azure VM size name (a tier such
+        as C(Standard), C(_), then letters, digits, C(_) and C(-); at most 64 characters).
       - Defaults to the size AKS chooses for the region.
     type: str
   kubernetes_version:
     description:
-      - Kubernetes version of a new cluster, as V(1.33) or V(1.33.5).
+      - Kubernetes version of a new cluster, as V(1.33) (AKS picks the latest patch) or V(1.33.5); quote it in YAML
+        so that V(1.30) stays a string.
       - Defaults to the service's default version.
     type: str
   tags:
     description:
-      - Tags of a new cluster.
+      - Tags of a new cluster, as a dictionary of strings (quote numbers and booleans in YAML).
+      - Azure's limits apply and are checked before any request, at most 50 tags, names of 1 to 512 characters
+        without any of C(<>%&\?/) and unique regardless of case, values of at most 256 characters.
     type: dict
   wait:
     description:
@@ -112,7 +119,7 @@ options:
     default: true
   wait_timeout:
     description:
-      - How many seconds to wait in all. Creating a cluster takes five to ten minutes on Azure.
+      - How many seconds to wait in all, 1 to 86400 (a day). Creating a cluster takes five to ten minutes on Azure.
     type: int
     default: 1800
 notes:
@@ -282,11 +289,11 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.errors impor
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.cluster import (
     ClusterReconciler,
     ClusterSpec,
-    input_error,
     module_result,
     validate_cluster_reference,
     validate_cluster_spec,
 )
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_wait_timeout
 
 ARGUMENT_SPEC = {
     "resource_group": {"type": "str", "required": True},
@@ -310,20 +317,27 @@ def spec_from(params: dict) -> ClusterSpec:
         node_count=params["node_count"],
         vm_size=params["vm_size"],
         kubernetes_version=params["kubernetes_version"],
-        tags={str(key): str(value) for key, value in tags.items()} if tags is not None else None,
+        tags=dict(tags) if tags is not None else None,  # strings only (check_input)
     )
+
+
+def check_input(params: dict) -> list[str]:
+    """Every "option: rule" problem at once, before any request."""
+    return [
+        *validate_cluster_reference(params["resource_group"], params["name"]),
+        *validate_cluster_spec(spec_from(params)),
+        *validate_wait_timeout(params["wait_timeout"]),
+    ]
 
 
 def main() -> None:
     azure = AzureModule(ARGUMENT_SPEC, supports_check_mode=True)
     params = azure.params
+    errors = check_input(params)
+    if errors:
+        azure.module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors, error_code="InvalidParameter")
     try:
         spec = spec_from(params)
-        errors = validate_cluster_reference(params["resource_group"], params["name"]) + validate_cluster_spec(spec)
-        if params["wait_timeout"] <= 0:
-            errors.append(f"wait_timeout: must be a positive number of seconds, got {params['wait_timeout']}")
-        if errors:
-            raise input_error(errors)
         reconciler = ClusterReconciler(
             azure,
             params["resource_group"],

@@ -54,12 +54,15 @@ attributes:
 options:
   resource_group:
     description:
-      - Name of the resource group that holds the cluster.
+      - Name of the resource group that holds the cluster, 1 to 90 letters, digits, underscores, hyphens, periods or
+        parentheses, not ending with a period.
     type: str
     required: true
   name:
     description:
-      - Name of the AKS cluster.
+      - Name of the AKS cluster, 1 to 63 letters, digits, C(-) or C(_), starting and ending alphanumeric.
+      - The cluster must exist; a missing cluster or resource group fails after the cluster's GET, in check mode
+        too, naming O(name) or O(resource_group), and nothing is written.
     type: str
     required: true
     aliases: [cluster_name]
@@ -90,8 +93,8 @@ options:
     default: true
   wait_timeout:
     description:
-      - How many seconds to wait in all, for another operation and for this one. Enabling the issuer takes
-        about two minutes on Azure.
+      - How many seconds to wait in all, for another operation and for this one, 1 to 86400 (a day). Enabling the
+        issuer takes about two minutes on Azure.
     type: int
     default: 1800
 notes:
@@ -257,11 +260,11 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.cluster import (
     ClusterReconciler,
-    input_error,
     module_result,
     validate_cluster_reference,
     validate_oidc_settings,
 )
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_wait_timeout
 
 ARGUMENT_SPEC = {
     "resource_group": {"type": "str", "required": True},
@@ -274,20 +277,19 @@ ARGUMENT_SPEC = {
 
 
 def validate(params: dict) -> list[str]:
+    """Every "option: rule" problem at once, before any request."""
     errors = validate_cluster_reference(params["resource_group"], params["name"])
     errors += validate_oidc_settings(params["oidc_issuer"], params["workload_identity"])
-    if params["wait_timeout"] <= 0:
-        errors.append(f"wait_timeout: must be a positive number of seconds, got {params['wait_timeout']}")
-    return errors
+    return errors + validate_wait_timeout(params["wait_timeout"])
 
 
 def main() -> None:
     azure = AzureModule(ARGUMENT_SPEC, supports_check_mode=True)
     params = azure.params
+    errors = validate(params)
+    if errors:
+        azure.module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors, error_code="InvalidParameter")
     try:
-        errors = validate(params)
-        if errors:
-            raise input_error(errors)
         reconciler = ClusterReconciler(
             azure,
             params["resource_group"],

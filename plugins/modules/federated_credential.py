@@ -27,11 +27,14 @@ description:
   - One list of the identity's credentials serves every decision. A run that changes nothing makes that one Azure
     Resource Manager request (plus one per further page, should Azure page an identity's at most 20 credentials).
     Creating or updating adds one PUT, deleting one DELETE. There is no separate read of the identity; the list
-    answers 404 when the identity is missing.
+    answers 404 when the identity is missing. The module then reads the resource group (one GET) to say which of
+    O(resource_group) and O(identity_name) is wrong, and fails without writing anything; in check mode it warns
+    instead, as an earlier task of the play may create the identity.
   - Writes are retried, with jittered backoff, for at most O(retry_timeout) seconds when Azure answers
     409 C(ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity) (Azure refuses parallel
-    credential writes on one identity) or 404 "The parent user-assigned identity doesn't exist" (an identity created
-    moments ago). Throttling (429, honouring C(Retry-After)) and 5xx answers are retried by the Azure SDK itself.
+    credential writes on one identity) or, for an identity the list has just shown to exist, 404 "The parent
+    user-assigned identity doesn't exist" (an identity created moments ago that Azure does not see everywhere
+    yet). Throttling (429, honouring C(Retry-After)) and 5xx answers are retried by the Azure SDK itself.
 requirements:
   - azure-mgmt-msi >= 7.0.0
 extends_documentation_fragment:
@@ -49,12 +52,14 @@ attributes:
 options:
   resource_group:
     description:
-      - Resource group of the managed identity.
+      - Resource group of the managed identity, 1 to 90 letters, digits, underscores, hyphens, periods or
+        parentheses, not ending with a period.
     type: str
     required: true
   identity_name:
     description:
-      - Name of the user-assigned managed identity the credential belongs to.
+      - Name of the user-assigned managed identity the credential belongs to, 3 to 128 letters, digits, V(-) or
+        V(_), starting with a letter or digit.
     type: str
     required: true
   name:
@@ -71,7 +76,8 @@ options:
     description:
       - The OIDC issuer URL of the tokens to trust, exactly as in their C(iss) claim; on AKS the cluster's OIDC
         issuer URL, which ends with a slash (see M(aks.workload_identity.aks_oidc)).
-      - Must be an https URL of at most 600 characters.
+      - Must be an https URL of at most 600 characters, with a host name and no query, fragment, user name or
+        password (OpenID Connect Discovery).
       - Required with O(state=present).
     type: str
   subject:
@@ -79,28 +85,34 @@ options:
       - The subject of the tokens to trust, exactly as in their C(sub) claim (case-sensitive), at most 600
         characters. For a Kubernetes ServiceAccount it is C(system:serviceaccount:<namespace>:<name>); set
         O(namespace) and O(service_account) instead to have it built.
+      - A subject starting with C(system:serviceaccount), in any letter case, must be exactly
+        C(system:serviceaccount:<namespace>:<name>) with a namespace that is an RFC 1123 label and a name that is an
+        RFC 1123 subdomain (lower case), as Kubernetes writes it in its tokens; anything else could never match a
+        token and is refused before any request. Subjects of other issuers (such as GitHub Actions') need O(name).
       - With O(state=present), O(subject) or O(namespace) and O(service_account) are required.
     type: str
   namespace:
     description:
-      - Namespace of the Kubernetes ServiceAccount whose tokens to trust. Requires O(service_account).
+      - Namespace of the Kubernetes ServiceAccount whose tokens to trust, an RFC 1123 label (at most 63 lower-case
+        letters, digits and V(-), starting and ending alphanumeric). Requires O(service_account).
     type: str
   service_account:
     description:
-      - Name of the Kubernetes ServiceAccount whose tokens to trust. Requires O(namespace).
+      - Name of the Kubernetes ServiceAccount whose tokens to trust, an RFC 1123 subdomain (at most 253 lower-case
+        letters, digits, V(-) and V(.)). Requires O(namespace).
     type: str
   audiences:
     description:
-      - The audience of the tokens to trust. Azure requires exactly one.
+      - The audience of the tokens to trust. Azure requires exactly one, of at most 600 characters.
       - The workload identity webhook requests tokens for V(api://AzureADTokenExchange).
     type: list
     elements: str
     default: [api://AzureADTokenExchange]
   retry_timeout:
     description:
-      - Most seconds to spend retrying a write Azure refuses for a passing reason (see the description).
-      - A misspelt O(identity_name) fails only after this time, as Azure reports it like an identity that is not
-        visible yet.
+      - Most seconds to spend retrying a write Azure refuses for a passing reason (see the description), 0 (no
+        retry) to 86400.
+      - A misspelt O(identity_name) is not retried; the list of credentials already shows it missing.
     type: float
     default: 60
   state:
@@ -240,9 +252,13 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.fe
     DesiredCredential,
     desired_subject,
     reconcile,
+    validate,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     DEFAULT_AUDIENCE,
+    validate_identity_name,
+    validate_resource_group_name,
+    validate_wait_timeout,
 )
 
 ARGUMENT_SPEC = {
@@ -264,13 +280,19 @@ MODULE_KWARGS = {
 }
 
 
+def check_input(params: dict) -> list[str]:
+    """Every "option: rule" problem at once, before any request."""
+    errors = [
+        *validate_resource_group_name(params["resource_group"]),
+        *validate_identity_name(params["identity_name"], "identity_name"),
+        *validate_wait_timeout(params["retry_timeout"], "retry_timeout", low=0),
+    ]
+    _subject, subject_errors = desired_subject(params["subject"], params["namespace"], params["service_account"])
+    return errors + (subject_errors or validate(desired_credential(params)))
+
+
 def desired_credential(params: dict) -> DesiredCredential:
-    subject, errors = desired_subject(params["subject"], params["namespace"], params["service_account"])
-    if errors:
-        raise WorkloadIdentityError(
-            f"Invalid federated credential on identity '{params['identity_name']}': {'; '.join(errors)}",
-            code="InvalidParameter",
-        )
+    subject, _errors = desired_subject(params["subject"], params["namespace"], params["service_account"])
     return DesiredCredential(
         resource_group=params["resource_group"],
         identity_name=params["identity_name"],
@@ -284,6 +306,9 @@ def desired_credential(params: dict) -> DesiredCredential:
 
 def main() -> None:
     azure = AzureModule(ARGUMENT_SPEC, supports_check_mode=True, **MODULE_KWARGS)
+    errors = check_input(azure.params)
+    if errors:
+        azure.module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors, error_code="InvalidParameter")
     try:
         outcome = reconcile(azure, desired_credential(azure.params), timeout=azure.params["retry_timeout"])
     except WorkloadIdentityError as exc:

@@ -29,10 +29,14 @@ description:
     role assignments at the vault. Naming the identity by O(identity_name) adds one GET of the identity; by
     O(identity_client_id) alone, one list of all user-assigned identities in the subscription (paged, so more
     than one request in subscriptions with many identities). O(principal_id) is the cheapest. A O(role) other
-    than the built-in roles this collection knows by GUID adds one list of role definitions. A change adds one
-    write (PUT), or one DELETE per removed role assignment. Not counted are the token request and the GET of the
-    cloud metadata document when O(cloud_environment) is a URL.
-  - Input is checked before any request; a bad value fails naming the option and the rule.
+    than the built-in roles this collection knows by GUID adds one list of role definitions (a name) or one GET
+    of the role definition (a GUID or ID). A change adds one write (PUT), or one DELETE per removed role
+    assignment. Not counted are the token request and the GET of the cloud metadata document when
+    O(cloud_environment) is a URL.
+  - Input is checked before any request; a bad value fails naming the option and the rule. What must exist (the
+    vault, its resource group, the identity, the role definition) is found missing by reading, and the module
+    fails naming the option before writing anything; a missing identity is only a warning in check mode, as an
+    earlier task of the play may create it.
 requirements:
   - azure-mgmt-keyvault >= 14.1.0
   - azure-mgmt-authorization >= 4.0.0
@@ -54,16 +58,22 @@ attributes:
 options:
   vault_name:
     description:
-      - Name of the key vault, in O(resource_group).
+      - Name of the key vault, in O(resource_group), 3 to 24 letters, digits and V(-), starting with a letter,
+        ending with a letter or digit, without two V(-) in a row.
+      - The vault must exist (this module does not create vaults); a missing one fails after its GET, in check mode
+        too, before any write. With O(state=absent) a missing vault has nothing to remove.
       - Mutually exclusive with O(vault_id).
     type: str
   resource_group:
     description:
-      - Resource group of O(vault_name). Required with it, mutually exclusive with O(vault_id).
+      - Resource group of O(vault_name), a valid resource group name. Required with it, mutually exclusive with
+        O(vault_id).
     type: str
   vault_id:
     description:
-      - Azure resource ID of the key vault, instead of O(vault_name) and O(resource_group). The vault must be in
+      - Azure resource ID of the key vault, instead of O(vault_name) and O(resource_group),
+        C(/subscriptions/<GUID>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>), the group and
+        the name following the rules of O(resource_group) and O(vault_name). The vault must be in
         O(subscription_id).
     type: str
   principal_id:
@@ -80,16 +90,19 @@ options:
     type: str
   identity_name:
     description:
-      - Name of the user-assigned managed identity, read from O(identity_resource_group).
+      - Name of the user-assigned managed identity, read from O(identity_resource_group), 3 to 128 letters,
+        digits, V(-) or V(_), starting with a letter or digit.
+      - When the identity (or its resource group) does not exist, O(state=present) fails before any write, naming
+        the option to fix, except in check mode, where a warning says an earlier task would have created it.
     type: str
   identity_resource_group:
     description:
-      - Resource group of O(identity_name). Defaults to the vault's resource group.
+      - Resource group of O(identity_name), a valid resource group name. Defaults to the vault's resource group.
       - Requires O(identity_name).
     type: str
   secret_permissions:
     description:
-      - Secret permissions to grant on a vault using access policies.
+      - Secret permissions to grant on a vault using access policies, at least one.
       - Defaults to V(get), which is what a workload reading its secrets needs, as Microsoft's workload identity
         quickstart grants it. V(list) is left out on purpose; add it when the workload enumerates secrets.
       - Ignored, with a warning, on a vault using Azure RBAC (see O(role)).
@@ -99,6 +112,8 @@ options:
   role:
     description:
       - Role to assign at the vault's scope on a vault using Azure RBAC, by name, GUID or role definition ID.
+      - A role other than the built-in roles this collection knows is read before anything is written; an unknown
+        one fails the module, in check mode too.
       - Defaults to V(Key Vault Secrets User), which reads secret contents (and secret metadata, so it can also
         list secrets' names, unlike the V(get) access policy).
       - Ignored, with a warning, on a vault using access policies (see O(secret_permissions)).
@@ -269,7 +284,12 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.ro
     resolve_principal,
     validate_role,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_uuid
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    validate_identity_name,
+    validate_keyvault_name,
+    validate_resource_group_name,
+    validate_uuid,
+)
 
 ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "vault_name": {"type": "str"},
@@ -297,35 +317,52 @@ MODULE_KWARGS: dict[str, t.Any] = {
 }
 
 
-def vault_location(azure: AzureModule) -> tuple[str, str]:
-    """(resource group, name) of the vault, from O(vault_id) or the two options; checked before any request."""
-    params = azure.params
+def check_input(params: dict[str, t.Any]) -> list[str]:
+    """Every "option: rule" problem at once, before any request."""
     errors = []
-    if params["vault_id"]:
+    if params["vault_id"] is not None:
         errors += validate_vault_id(params["vault_id"])
+    if params["vault_name"] is not None:
+        errors += validate_keyvault_name(params["vault_name"])
+    if params["resource_group"] is not None:
+        errors += validate_resource_group_name(params["resource_group"])
     if params["principal_id"] is not None:
         errors += validate_uuid(params["principal_id"], "principal_id")
     if params["identity_client_id"] is not None:
         errors += validate_uuid(params["identity_client_id"], "identity_client_id")
+    if params["identity_name"] is not None:
+        errors += validate_identity_name(params["identity_name"], "identity_name")
+    if params["identity_resource_group"] is not None:
+        errors += validate_resource_group_name(params["identity_resource_group"], "identity_resource_group")
     if params["secret_permissions"] is not None:
         errors += validate_secret_permissions(params["secret_permissions"])
     if params["role"] is not None:
         errors += validate_role(params["role"])
-    if errors:
-        raise WorkloadIdentityError(f"Invalid key vault access: {'; '.join(errors)}", code="InvalidParameter")
+    return errors
+
+
+def vault_subscription_errors(azure: AzureModule) -> list[str]:
+    """O(vault_id) must be in the subscription the module works in (no request: the option or the environment)."""
+    if not azure.params["vault_id"]:
+        return []
+    subscription = t.cast("tuple[str, str, str]", parse_vault_id(azure.params["vault_id"]))[0]
+    if subscription.lower() == azure.subscription_id.lower():
+        return []
+    return [
+        f"vault_id: the vault is in subscription {subscription}, not in subscription_id {azure.subscription_id}; run "
+        "the module with subscription_id set to the vault's"
+    ]
+
+
+def vault_location(params: dict[str, t.Any]) -> tuple[str, str, str, str]:
+    """(resource group, name) of the vault, and the options that gave them (to name in errors)."""
     if not params["vault_id"]:
-        return params["resource_group"], params["vault_name"]
-    subscription, resource_group, name = t.cast("tuple[str, str, str]", parse_vault_id(params["vault_id"]))
-    if subscription.lower() != azure.subscription_id.lower():
-        raise WorkloadIdentityError(
-            f"Invalid key vault access: vault_id: the vault is in subscription {subscription}, not in subscription_id "
-            f"{azure.subscription_id}; run the module with subscription_id set to the vault's",
-            code="InvalidParameter",
-        )
-    return resource_group, name
+        return params["resource_group"], params["vault_name"], "vault_name", "resource_group"
+    _subscription, resource_group, name = t.cast("tuple[str, str, str]", parse_vault_id(params["vault_id"]))
+    return resource_group, name, "vault_id", "vault_id"
 
 
-def principal_of(azure: AzureModule, vault_resource_group: str) -> Principal:
+def principal_of(azure: AzureModule, vault_resource_group: str, vault_group_option: str) -> Principal:
     params = azure.params
     return resolve_principal(
         azure,
@@ -333,6 +370,7 @@ def principal_of(azure: AzureModule, vault_resource_group: str) -> Principal:
         client_id=params["identity_client_id"],
         identity_resource_group=params["identity_resource_group"] or vault_resource_group,
         identity_name=params["identity_name"],
+        group_option="identity_resource_group" if params["identity_resource_group"] else vault_group_option,
     )
 
 
@@ -347,8 +385,8 @@ def ignored_options(azure: AzureModule, model: str | None) -> list[str]:
 
 def run(azure: AzureModule) -> tuple[KeyVaultAccessOutcome, Principal]:
     params = azure.params
-    resource_group, vault_name = vault_location(azure)
-    principal = principal_of(azure, resource_group)
+    resource_group, vault_name, vault_option, group_option = vault_location(params)
+    principal = principal_of(azure, resource_group, group_option)
     require_principal(principal, params["state"], azure.check_mode)
     desired = DesiredKeyVaultAccess(
         principal_id=principal.principal_id,
@@ -357,7 +395,15 @@ def run(azure: AzureModule) -> tuple[KeyVaultAccessOutcome, Principal]:
         principal_type=params["principal_type"],
         state=params["state"],
     )
-    outcome = reconcile_keyvault_access(azure, resource_group, vault_name, desired, azure.check_mode)
+    outcome = reconcile_keyvault_access(
+        azure,
+        resource_group,
+        vault_name,
+        desired,
+        azure.check_mode,
+        vault_option=vault_option,
+        group_option=group_option,
+    )
     outcome.plan.warnings.extend(ignored_options(azure, outcome.model))
     if principal.principal_id is None:
         outcome.plan.warnings.append(f"{principal.missing}")
@@ -380,6 +426,11 @@ def result(outcome: KeyVaultAccessOutcome, principal: Principal) -> dict[str, t.
 def main() -> None:
     azure = AzureModule(ARGUMENT_SPEC, supports_check_mode=True, **MODULE_KWARGS)
     try:
+        errors = check_input(azure.params) or vault_subscription_errors(azure)
+        if errors:
+            azure.module.fail_json(
+                msg="Invalid input: " + "; ".join(errors), errors=errors, error_code="InvalidParameter"
+            )
         outcome, principal = run(azure)
     except WorkloadIdentityError as exc:
         azure.fail(exc)

@@ -15,14 +15,14 @@ description:
     through Microsoft Entra Workload ID.
   - Returns the identity's client ID, which the workload's Kubernetes ServiceAccount is annotated with, its
     principal ID, which role assignments name, and its tenant ID.
-  - A run that changes nothing makes one Azure Resource Manager request, a GET of the identity. Creating adds one
-    PUT, and one GET of the resource group when O(location) is not set; a tag change adds one PATCH; a delete adds
-    one DELETE.
+  - A run that changes nothing makes one Azure Resource Manager request, a GET of the identity. Creating adds a
+    GET of the resource group (which must exist; its location is the default) and one PUT; a tag change adds one
+    PATCH; a delete adds one DELETE.
   - Azure cannot move an identity to another region. When O(location) differs from the existing identity's, the
     module fails before writing anything.
 requirements:
   - azure-mgmt-msi >= 7.0.0
-  - azure-mgmt-resource >= 23.0.0 (only to read the resource group's location)
+  - azure-mgmt-resource >= 23.0.0 (only to read the resource group before a create)
 extends_documentation_fragment:
   - aks.workload_identity.azure_auth
 attributes:
@@ -38,7 +38,10 @@ attributes:
 options:
   resource_group:
     description:
-      - Name of the resource group of the identity. It must exist.
+      - Name of the resource group of the identity, 1 to 90 letters, digits, underscores, hyphens, periods or
+        parentheses, not ending with a period.
+      - It must exist; creating an identity in a group that does not exist fails after one GET of the group, in
+        check mode too, and nothing is written.
     type: str
     required: true
   name:
@@ -50,14 +53,16 @@ options:
     required: true
   location:
     description:
-      - Azure region to create the identity in, for example V(westeurope).
+      - Azure region to create the identity in, for example V(westeurope) or V(West Europe).
       - Defaults to the location of O(resource_group), read only when the identity has to be created.
       - Only used when creating. A different location for an existing identity is an error, as Azure cannot
         move identities.
     type: str
   tags:
     description:
-      - Tags of the identity, as a dictionary of strings.
+      - Tags of the identity, as a dictionary of strings (quote numbers and booleans in YAML).
+      - Azure's limits apply and are checked before any request, at most 50 tags, names of 1 to 512 characters
+        without any of C(<>%&\?/) and unique regardless of case, values of at most 256 characters.
       - When not set, the identity's tags are left as they are.
       - See O(purge_tags) for tags not listed here.
     type: dict
@@ -189,6 +194,9 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.id
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     validate_identity_name,
+    validate_location,
+    validate_resource_group_name,
+    validate_tags,
 )
 
 ARGUMENT_SPEC = {
@@ -201,6 +209,16 @@ ARGUMENT_SPEC = {
 }
 
 
+def check_input(params: dict) -> list[str]:
+    """Every "option: rule" problem at once, before any request."""
+    return [
+        *validate_resource_group_name(params["resource_group"]),
+        *validate_identity_name(params["name"]),
+        *validate_location(params["location"]),
+        *validate_tags(params["tags"]),
+    ]
+
+
 def desired_identity(params: dict) -> DesiredIdentity:
     tags = params["tags"]
     return DesiredIdentity(
@@ -208,17 +226,16 @@ def desired_identity(params: dict) -> DesiredIdentity:
         name=params["name"],
         state=params["state"],
         location=params["location"],
-        # Azure stores tag values as strings; YAML may give numbers, which would otherwise never compare equal.
-        tags=None if tags is None else {str(key): str(value) for key, value in tags.items()},
+        tags=None if tags is None else dict(tags),  # strings only (check_input)
         purge_tags=params["purge_tags"],
     )
 
 
 def main() -> None:
     azure = AzureModule(ARGUMENT_SPEC, supports_check_mode=True)
-    problems = validate_identity_name(azure.params["name"])
-    if problems:
-        azure.module.fail_json(msg="Invalid input, nothing was written: " + "; ".join(problems))
+    errors = check_input(azure.params)
+    if errors:
+        azure.module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors, error_code="InvalidParameter")
     try:
         decided, identity = reconcile(azure, desired_identity(azure.params))
     except WorkloadIdentityError as exc:

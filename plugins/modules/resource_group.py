@@ -47,13 +47,16 @@ options:
     required: true
   location:
     description:
-      - Azure region to create the group in, for example V(eastus). Required when the group does not exist.
+      - Azure region to create the group in, for example V(eastus) or V(East US). Required when the group does not
+        exist.
       - For an existing group it is only compared; a different location is an error, as Azure cannot move
         resource groups.
     type: str
   tags:
     description:
-      - Tags of the group, as a dictionary of strings.
+      - Tags of the group, as a dictionary of strings (quote numbers and booleans in YAML).
+      - Azure's limits apply and are checked before any request, at most 50 tags, names of 1 to 512 characters
+        without any of C(<>%&\?/) and unique regardless of case, values of at most 256 characters.
       - When not set, the group's tags are left as they are.
       - See O(purge_tags) for tags not listed here.
     type: dict
@@ -81,7 +84,7 @@ options:
     default: true
   wait_timeout:
     description:
-      - How many seconds to wait for the deletion with O(wait=true).
+      - How many seconds to wait for the deletion with O(wait=true), 1 to 86400 (a day).
       - When the time is up the module fails; Azure goes on deleting the group.
     type: int
     default: 1800
@@ -179,6 +182,12 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.re
     DesiredResourceGroup,
     reconcile,
 )
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    validate_location,
+    validate_resource_group_name,
+    validate_tags,
+    validate_wait_timeout,
+)
 
 ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},
@@ -191,20 +200,32 @@ ARGUMENT_SPEC = {
 }
 
 
+def check_input(params: dict) -> list[str]:
+    """Every "option: rule" problem at once, before any request."""
+    return [
+        *validate_resource_group_name(params["name"], "name"),
+        *validate_location(params["location"]),
+        *validate_tags(params["tags"]),
+        *validate_wait_timeout(params["wait_timeout"]),
+    ]
+
+
 def desired_resource_group(params: dict) -> DesiredResourceGroup:
     tags = params["tags"]
     return DesiredResourceGroup(
         name=params["name"],
         state=params["state"],
         location=params["location"],
-        # Azure stores tag values as strings; YAML may give numbers, which would otherwise never compare equal.
-        tags=None if tags is None else {str(key): str(value) for key, value in tags.items()},
+        tags=None if tags is None else dict(tags),  # strings only (check_input)
         purge_tags=params["purge_tags"],
     )
 
 
 def main() -> None:
     azure = AzureModule(ARGUMENT_SPEC, supports_check_mode=True)
+    errors = check_input(azure.params)
+    if errors:
+        azure.module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors, error_code="InvalidParameter")
     try:
         decided, group = reconcile(
             azure,

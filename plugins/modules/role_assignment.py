@@ -27,10 +27,12 @@ description:
     at the scope (C($filter=principalId eq '<id>')). O(identity_name) adds one GET of the identity. A O(role)
     given by a name other than the built-in roles this collection knows by GUID (V(Reader), V(Contributor),
     V(Key Vault Secrets User), V(Key Vault Secrets Officer), V(Key Vault Administrator)) adds one list of role
-    definitions at the scope. Creating adds one PUT; removing adds one DELETE per assignment. Not counted are the
-    token request and the GET of the cloud metadata document when O(cloud_environment) is a URL.
-  - Input is checked before any request; a bad O(scope), O(role) or O(principal_id) fails naming the option and
-    the rule.
+    definitions at the scope; any other role definition GUID or ID one GET of that definition. Creating adds one
+    PUT; removing adds one DELETE per assignment. Not counted are the token request and the GET of the cloud
+    metadata document when O(cloud_environment) is a URL.
+  - Input is checked before any request; a bad value fails naming the option and the rule. What must exist (the
+    identity, its resource group, the role definition, the scope's resource group) is found missing by reading,
+    and the module fails naming the option before writing anything.
 requirements:
   - azure-mgmt-authorization >= 4.0.0
   - azure-mgmt-msi >= 7.0.0 (only with O(identity_name))
@@ -51,6 +53,12 @@ options:
     description:
       - The Azure resource ID the role is assigned at, for example V(/subscriptions/<id>/resourceGroups/rg-apps)
         or the ID of a key vault.
+      - One of the scope formats of Azure RBAC, checked before any request, V(/),
+        C(/providers/Microsoft.Management/managementGroups/<id>), C(/subscriptions/<GUID>), optionally followed by
+        C(/resourceGroups/<name>) (a valid resource group name), optionally followed by
+        C(/providers/<namespace>/<type>/<name>) segments; no whitespace, C(?), C(#) or C(%).
+      - A scope in a resource group that does not exist fails after the read of its assignments, before any
+        write.
       - Compared with existing assignments without regard to case or a trailing slash.
     type: str
     required: true
@@ -62,6 +70,10 @@ options:
         C(/providers/Microsoft.Authorization/roleDefinitions/<GUID>)).
       - Names are matched as Azure matches them, without regard to case; a name no role definition visible at
         O(scope) carries, or one several carry, is an error.
+      - The built-in roles V(Reader), V(Contributor), V(Key Vault Secrets User), V(Key Vault Secrets Officer) and
+        V(Key Vault Administrator), by name or GUID, are known without a request. Any other GUID or ID is read (one
+        GET of the role definition, under the scope's subscription) before anything is written, and an unknown
+        one fails the module, in check mode too.
     type: str
     required: true
   principal_id:
@@ -71,13 +83,15 @@ options:
     type: str
   identity_name:
     description:
-      - Name of the user-assigned managed identity whose principal ID is used, read from O(identity_resource_group).
-      - When the identity does not exist, O(state=present) fails, except in check mode, where a warning says an
-        earlier task would have created it; O(state=absent) has nothing to do.
+      - Name of the user-assigned managed identity whose principal ID is used, read from O(identity_resource_group),
+        3 to 128 letters, digits, V(-) or V(_), starting with a letter or digit.
+      - When the identity (or its resource group) does not exist, O(state=present) fails before any write, naming
+        the option to fix, except in check mode, where a warning says an earlier task would have created it;
+        O(state=absent) has nothing to do.
     type: str
   identity_resource_group:
     description:
-      - Resource group of O(identity_name). Required with it.
+      - Resource group of O(identity_name), a valid resource group name. Required with it.
     type: str
   principal_type:
     description:
@@ -205,7 +219,11 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.ro
     validate_role,
     validate_scope,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_uuid
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    validate_identity_name,
+    validate_resource_group_name,
+    validate_uuid,
+)
 
 ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "scope": {"type": "str", "required": True},
@@ -223,18 +241,20 @@ MODULE_KWARGS: dict[str, t.Any] = {
 }
 
 
-def check_input(params: dict[str, t.Any]) -> None:
-    """Every "field: rule" problem at once, before any request."""
+def check_input(params: dict[str, t.Any]) -> list[str]:
+    """Every "option: rule" problem at once, before any request."""
     errors = [*validate_scope(params["scope"]), *validate_role(params["role"])]
     if params.get("principal_id") is not None:
         errors += validate_uuid(params["principal_id"], "principal_id")
-    if errors:
-        raise WorkloadIdentityError(f"Invalid role assignment: {'; '.join(errors)}", code="InvalidParameter")
+    if params.get("identity_name") is not None:
+        errors += validate_identity_name(params["identity_name"], "identity_name")
+    if params.get("identity_resource_group") is not None:
+        errors += validate_resource_group_name(params["identity_resource_group"], "identity_resource_group")
+    return errors
 
 
 def run(azure: AzureModule) -> tuple[RoleAssignmentOutcome, str | None]:
     params = azure.params
-    check_input(params)
     principal = resolve_principal(
         azure,
         principal_id=params["principal_id"],
@@ -254,6 +274,9 @@ def run(azure: AzureModule) -> tuple[RoleAssignmentOutcome, str | None]:
 
 def main() -> None:
     azure = AzureModule(ARGUMENT_SPEC, supports_check_mode=True, **MODULE_KWARGS)
+    errors = check_input(azure.params)
+    if errors:
+        azure.module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors, error_code="InvalidParameter")
     try:
         outcome, principal_id = run(azure)
     except WorkloadIdentityError as exc:

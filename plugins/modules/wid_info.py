@@ -85,23 +85,27 @@ options:
     default: []
     suboptions:
       resource_group:
-        description: Resource group of the cluster.
+        description: Resource group of the cluster (1-90 letters, digits, C(_), C(-), C(.), C(\() or C(\)), not
+          ending with C(.)).
         type: str
         required: true
       name:
-        description: Name of the cluster.
+        description: Name of the cluster (1-63 letters, digits, C(-) or C(_), starting and ending with a letter or
+          digit). Each cluster once.
         type: str
         required: true
   issuer_urls:
     description:
       - More issuer URLs to treat as known, exactly as in the credentials, for clusters that are not AKS
         clusters or not readable with these credentials.
+      - Each an https URL of at most 600 characters, given once.
     type: list
     elements: str
     default: []
   identity_resource_groups:
     description:
-      - Resource groups whose user-assigned managed identities to audit, one list request each.
+      - Resource groups whose user-assigned managed identities to audit, one list request each. Each a valid
+        resource group name, given once (names ignore letter case).
       - Empty audits every identity in the subscription with one list request.
       - A ServiceAccount annotated with the client ID of an identity outside these groups is reported as
         C(annotation-unknown-client-id).
@@ -110,7 +114,7 @@ options:
     default: []
   namespaces:
     description:
-      - Namespaces to audit. Empty audits all of them.
+      - Namespaces to audit, each an RFC 1123 label given once. Empty audits all of them.
       - Either way each kind is listed once across all namespaces and filtered here; only when that cluster-wide
         list is forbidden (403) are the given namespaces listed one by one.
       - Credentials whose subject names a ServiceAccount in another namespace are not judged.
@@ -133,7 +137,7 @@ options:
   credential_warning_threshold:
     description:
       - An identity with at least this many federated credentials gets a C(credential-budget) warning; one with
-        20, the most Azure allows, an error.
+        20, the most Azure allows, an error. 1 to 20.
     type: int
     default: 16
 notes:
@@ -428,10 +432,9 @@ api_calls:
 
 import typing as t
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import AZURE_AUTH_ARGSPEC, AzureModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8S_AUTH_ARGSPEC, K8sModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.trust_inventory import (
     ApiCalls,
@@ -460,15 +463,13 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={**AZURE_AUTH_ARGSPEC, **K8S_AUTH_ARGSPEC, **ARGUMENT_SPEC}, supports_check_mode=True
-    )
+    module = new_module({**AZURE_AUTH_ARGSPEC, **K8S_AUTH_ARGSPEC, **ARGUMENT_SPEC}, supports_check_mode=True)
+    errors = validate(module.params)
+    if errors:
+        module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors, changed=False)
     azure, kube = AzureModule(module=module), K8sModule(module=module)
     calls = ApiCalls()
     try:
-        errors = validate(module.params)
-        if errors:
-            raise WorkloadIdentityError(f"Invalid options: {'; '.join(errors)}", code="InvalidParameter")
         found = inventory(azure, kube, module.params, calls)
     except WorkloadIdentityError as exc:
         module.fail_json(

@@ -34,7 +34,7 @@ extends_documentation_fragment:
 options:
   name:
     description:
-      - Name of the namespace, an RFC 1123 label.
+      - Name of the namespace, an RFC 1123 label (lower-case letters, digits and C(-), at most 63).
     type: str
     required: true
   state:
@@ -46,6 +46,9 @@ options:
   labels:
     description:
       - Labels to set on the namespace. Only the keys given here are touched; a V(null) value removes that key.
+      - Keys are Kubernetes qualified names (an optional DNS subdomain prefix and C(/), then at most 63 letters,
+        digits, C(-), C(_) or C(.), starting and ending alphanumeric); values are strings of at most 63 such
+        characters, or empty. C(kubernetes.io/metadata.name) is refused, since the API server sets it to the name.
       - Ignored with O(state=absent).
     type: dict
     default: {}
@@ -57,7 +60,7 @@ options:
     default: false
   wait_timeout:
     description:
-      - Seconds to wait with O(wait=true).
+      - Seconds to wait with O(wait=true), 1 to 86400 (a day).
     type: int
     default: 300
 attributes:

@@ -23,9 +23,9 @@ description:
   - Warns, naming the pods (up to five), when the client ID, tenant ID or token expiration of a ServiceAccount
     that running pods use changes, or that ServiceAccount is deleted. The webhook injects these settings when a
     pod is created, so such pods keep the old identity until restarted.
-  - "API requests: a run that changes nothing makes exactly one: a GET of the ServiceAccount. A create adds a
-    POST (plus, when the namespace is missing and O(create_namespace=true), a POST of the namespace and the
-    ServiceAccount POST again), an update a PATCH, a delete a DELETE. One LIST of the pods in the namespace
+  - "API requests: a run that changes nothing makes exactly one: a GET of the ServiceAccount. A create adds a GET
+    of the namespace and the POST (plus, when the namespace is missing and O(create_namespace=true), a POST of the
+    namespace before it), an update a PATCH, a delete a DELETE. One LIST of the pods in the namespace
     (filtered on C(spec.serviceAccountName)) is added only when the client ID, tenant ID or token expiration of
     an existing ServiceAccount changes, or such a ServiceAccount is deleted. A request that the API server
     answers with 429 or 5xx and a C(Retry-After) header is repeated after that delay, for up to 60 seconds."
@@ -39,12 +39,12 @@ extends_documentation_fragment:
 options:
   namespace:
     description:
-      - Namespace of the ServiceAccount, an RFC 1123 label.
+      - Namespace of the ServiceAccount, an RFC 1123 label (lower-case letters, digits and C(-), at most 63).
     type: str
     required: true
   name:
     description:
-      - Name of the ServiceAccount, an RFC 1123 subdomain.
+      - Name of the ServiceAccount, an RFC 1123 subdomain (lower-case letters, digits, C(-) and C(.), at most 253).
     type: str
     required: true
     aliases: [service_account]
@@ -74,6 +74,9 @@ options:
     description:
       - Other labels to set on the ServiceAccount. Only the keys given here are touched; a V(null) value removes
         that key.
+      - Keys are Kubernetes qualified names (an optional DNS subdomain prefix and C(/), then at most 63 letters,
+        digits, C(-), C(_) or C(.), starting and ending alphanumeric); values are strings of at most 63 such
+        characters, or empty. Quote numbers and booleans.
       - With O(state=absent) and O(remove=annotations), these keys are removed.
     type: dict
     default: {}
@@ -81,6 +84,8 @@ options:
     description:
       - Other annotations to set on the ServiceAccount. Only the keys given here are touched; a V(null) value
         removes that key.
+      - Keys are Kubernetes qualified names, as for O(labels); values are strings (quote numbers and booleans),
+        and keys and values together at most 256 KiB.
       - The keys this module owns (C(azure.workload.identity/client-id), C(azure.workload.identity/tenant-id),
         C(azure.workload.identity/service-account-token-expiration)) are rejected here; use O(client_id),
         O(tenant_id) and O(token_expiration).
@@ -90,9 +95,9 @@ options:
   create_namespace:
     description:
       - Create O(namespace) when it does not exist. When V(false) and the namespace is missing, the module fails
-        and says so.
-      - The namespace is only looked at when the ServiceAccount has to be created, so this costs no request on
-        a run that changes nothing.
+        naming O(namespace) before any write, in check mode too.
+      - The namespace is only read (one GET) when the ServiceAccount has to be created, so this costs no request
+        on a run that changes nothing.
     type: bool
     default: false
   state:
@@ -135,8 +140,10 @@ attributes:
 notes:
   - "RBAC the connecting user needs in O(namespace): C(get) on C(serviceaccounts) always; C(create), C(patch) or
     C(delete) on C(serviceaccounts) for a create, update or delete; C(list) on C(pods) for the restart warning
-    (when it is forbidden the module goes on and warns that it could not check); C(create) on C(namespaces)
-    (cluster-wide) only when O(create_namespace=true) and the namespace is missing. A forbidden request fails
+    (when it is forbidden the module goes on and warns that it could not check); C(get) on C(namespaces)
+    (cluster-wide) before a create, to find a missing namespace before any write (when it is forbidden the
+    create is sent and the API server's refusal tells); C(create) on C(namespaces) only when
+    O(create_namespace=true) and the namespace is missing. A forbidden request fails
     with the API server's message, which names the verb, resource and namespace."
   - The ServiceAccount is read, planned and written again from the start when another writer creates, changes
     or deletes it between this module's read and its write (up to three rounds).

@@ -18,9 +18,9 @@ description:
   - Manages only its own keys. Other keys, C(binaryData), labels and annotations that others put on an existing
     ConfigMap are kept, because every update is a strategic merge patch that names only the keys this task sets
     or removes.
-  - "API requests: a run that changes nothing makes exactly one, a GET of the ConfigMap. A create adds a POST
-    (plus, when the namespace is missing and O(create_namespace=true), a POST of the namespace and the
-    ConfigMap POST again), an update a PATCH, a delete a DELETE. A request that the API server answers with 429
+  - "API requests: a run that changes nothing makes exactly one, a GET of the ConfigMap. A create adds a GET of
+    the namespace and the POST (plus, when the namespace is missing and O(create_namespace=true), a POST of the
+    namespace before it), an update a PATCH, a delete a DELETE. A request that the API server answers with 429
     or 5xx and a C(Retry-After) header is repeated after that delay, for up to 60 seconds."
 author:
   - Contributors to the aks.workload_identity collection (@aks-workload-identity)
@@ -32,12 +32,12 @@ extends_documentation_fragment:
 options:
   namespace:
     description:
-      - Namespace of the ConfigMap, an RFC 1123 label.
+      - Namespace of the ConfigMap, an RFC 1123 label (lower-case letters, digits and C(-), at most 63).
     type: str
     required: true
   name:
     description:
-      - Name of the ConfigMap, an RFC 1123 subdomain.
+      - Name of the ConfigMap, an RFC 1123 subdomain (lower-case letters, digits, C(-) and C(.), at most 253).
     type: str
     required: true
   client_id:
@@ -53,21 +53,26 @@ options:
   data:
     description:
       - Other keys to set, as strings. Only the keys given here are touched; a V(null) value removes that key.
-      - Keys are 1-253 letters, digits, C(-), C(_) or C(.); C(AZURE_CLIENT_ID) and C(AZURE_TENANT_ID) are set
-        with O(client_id) and O(tenant_id).
+      - Keys are 1-253 letters, digits, C(-), C(_) or C(.) (not C(.) or C(..)); C(AZURE_CLIENT_ID) and
+        C(AZURE_TENANT_ID) are set with O(client_id) and O(tenant_id). Values are strings (quote numbers and
+        booleans); keys and values together at most 1 MiB.
       - With O(state=absent) and O(remove=keys), these keys are removed.
     type: dict
     default: {}
   labels:
     description:
       - Labels to set on the ConfigMap. Only the keys given here are touched; a V(null) value removes that key.
+      - Keys are Kubernetes qualified names (an optional DNS subdomain prefix and C(/), then at most 63 letters,
+        digits, C(-), C(_) or C(.), starting and ending alphanumeric); values are strings of at most 63 such
+        characters, or empty.
       - With O(state=absent) and O(remove=keys), these labels are removed.
     type: dict
     default: {}
   create_namespace:
     description:
       - Create O(namespace) when it does not exist. When V(false) and the namespace is missing, the module fails
-        and says so.
+        naming O(namespace) before any write, in check mode too.
+      - The namespace is only read (one GET) when the ConfigMap has to be created.
     type: bool
     default: false
   state:
@@ -107,8 +112,9 @@ attributes:
       - aks.workload_identity.k8s
 notes:
   - "RBAC the connecting user needs in O(namespace): C(get) on C(configmaps) always; C(create), C(patch) or
-    C(delete) for a create, update or delete; C(create) on C(namespaces) (cluster-wide) only when
-    O(create_namespace=true) and the namespace is missing."
+    C(delete) for a create, update or delete; C(get) on C(namespaces) (cluster-wide) before a create, to find a
+    missing namespace before any write (when it is forbidden the create is sent and the API server's refusal
+    tells); C(create) on C(namespaces) only when O(create_namespace=true) and the namespace is missing."
 seealso:
   - module: aks.workload_identity.wid_service_account
   - module: aks.workload_identity.wid_workload_patch

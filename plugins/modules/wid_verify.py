@@ -76,80 +76,92 @@ attributes:
 options:
   namespace:
     description:
-      - Namespace of the ServiceAccount.
+      - Namespace of the ServiceAccount, an RFC 1123 label.
+      - A namespace or ServiceAccount that does not exist fails the C(serviceaccount) step (the result still
+        reports the other steps); no token is requested for it and no pod is dry-run.
     type: str
     required: true
   service_account:
     description:
-      - Name of the ServiceAccount whose trust chain to verify.
+      - Name of the ServiceAccount whose trust chain to verify, an RFC 1123 subdomain.
     type: str
     required: true
   identity_client_id:
     description:
-      - Client ID of the user-assigned managed identity the workload acts as.
+      - Client ID of the user-assigned managed identity the workload acts as, a GUID.
       - Defaults to the ServiceAccount's C(azure.workload.identity/client-id) annotation. When both are set and
         differ, the C(serviceaccount) step fails, because the webhook gives pods the annotation's value.
       - Named so as not to clash with O(client_id), the client ID the module authenticates to Azure with.
     type: str
   tenant_id:
     description:
-      - Tenant of the identity. Defaults to the ServiceAccount's C(azure.workload.identity/tenant-id) annotation,
-        else O(tenant).
+      - Tenant of the identity, a GUID. Defaults to the ServiceAccount's C(azure.workload.identity/tenant-id)
+        annotation, else O(tenant).
     type: str
   identity_resource_group:
     description:
-      - Resource group of the managed identity, whose federated credentials are compared with the token.
+      - Resource group of the managed identity, whose federated credentials are compared with the token (1-90
+        letters, digits, C(_), C(-), C(.), C(\() or C(\)), not ending with C(.)).
       - When O(identity_resource_group) and O(identity_name) are not set, the identity is found by its client ID
         in the subscription (one list of the subscription's user-assigned identities). When it is not there
         (another subscription), the comparison is skipped and only Entra ID's answer is diagnosed.
     type: str
   identity_name:
     description:
-      - Name of the managed identity. Requires O(identity_resource_group).
+      - Name of the managed identity (3-128 letters, digits, C(-) or C(_), starting with a letter or digit).
+        Requires O(identity_resource_group).
     type: str
   issuer_url:
     description:
-      - The OIDC issuer the federated credentials must trust, exactly (on AKS it ends with a slash).
+      - The OIDC issuer the federated credentials must trust, exactly (on AKS it ends with a slash), an https URL
+        of at most 600 characters.
       - Mutually exclusive with O(cluster_name). When neither is set, the token's C(iss) claim is used alone (and
         in check mode the comparison is skipped).
     type: str
   cluster_resource_group:
     description:
-      - Resource group of the AKS cluster to read the OIDC issuer URL from. Requires O(cluster_name).
+      - Resource group of the AKS cluster to read the OIDC issuer URL from (as O(identity_resource_group)).
+        Requires O(cluster_name).
     type: str
   cluster_name:
     description:
       - Name of the AKS cluster to read the OIDC issuer URL from (one GET). The token's issuer must equal it.
+      - 1-63 letters, digits, C(-) or C(_), starting and ending with a letter or digit.
     type: str
   audience:
     description:
       - Audience of the ServiceAccount token, which the federated credential must trust. The webhook requests
         V(api://AzureADTokenExchange).
+      - At most 600 characters, without wildcards, as in a federated credential.
     type: str
     default: api://AzureADTokenExchange
   token_expiration:
     description:
-      - Lifetime in seconds of the ServiceAccount token requested. The API server accepts 600 at least.
+      - Lifetime in seconds of the ServiceAccount token requested, 600 to 4294967296 (2^32) as the API server
+        accepts.
     type: int
     default: 600
   scope:
     description:
-      - Scope of the access token the exchange asks Entra ID for.
+      - Scope of the access token the exchange asks Entra ID for, a resource followed by C(/.default) such as
+        C(https://vault.azure.net/.default), the only form the client credentials flow takes.
       - Defaults to Key Vault's (C(https://vault.azure.net/.default) in the public cloud) when O(keyvault) is set,
         else Azure Resource Manager's, both derived from the cloud settings (O(cloud_environment)).
     type: str
   keyvault:
     description:
       - Name or URL of a Key Vault to prove access to by reading O(secret_name) with the identity's token.
+      - A name is 3-24 letters, digits and C(-), starting with a letter; a URL is the vault's
+        C(https://<vault>.vault.azure.net/), without a path, query or fragment.
       - Mutually exclusive with O(arm_resource_id).
     type: str
   secret_name:
     description:
-      - Secret to read in O(keyvault). Requires O(keyvault).
+      - Secret to read in O(keyvault), 1-127 letters, digits or C(-). Requires O(keyvault).
     type: str
   return_secret_value:
     description:
-      - Return the secret's value in RV(access.secret_value).
+      - Return the secret's value in RV(access.secret_value). Only with O(keyvault) and O(secret_name).
       - "When V(true), give the task C(no_log: true): Ansible does not know the value is secret and would print
         the registered result at C(-v)."
     type: bool
@@ -157,21 +169,24 @@ options:
   arm_resource_id:
     description:
       - Azure resource ID to prove access to by reading it with the identity's token, for example a resource
-        group ID (C(/subscriptions/<id>/resourceGroups/<name>)).
+        group ID (C(/subscriptions/<id>/resourceGroups/<name>)). The subscription must be a GUID, the resource
+        group a valid name; other resources are C(.../providers/<Namespace>/<type>/<name>).
     type: str
   arm_api_version:
     description:
       - API version for reading O(arm_resource_id) when it is not a resource group (each resource provider has
-        its own). Not needed for a resource group.
+        its own). Not needed for a resource group; refused without O(arm_resource_id).
+      - A date, C(YYYY-MM-DD), optionally followed by C(-preview).
     type: str
   propagation_timeout:
     description:
-      - Most seconds spent retrying refusals that may be propagation (see the description). V(0) retries nothing.
+      - Most seconds spent retrying refusals that may be propagation (see the description), 0 to 86400. V(0)
+        retries nothing.
     type: int
     default: 300
   retry_interval:
     description:
-      - Seconds before the first retry; each further wait doubles, up to 30 seconds.
+      - Seconds before the first retry, 1 to 30; each further wait doubles, up to 30 seconds.
     type: int
     default: 5
   webhook_dry_run:
@@ -430,8 +445,6 @@ progress:
 
 import typing as t
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.aks.workload_identity.plugins.module_utils import trust_check as tc
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import AZURE_AUTH_ARGSPEC, AzureModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.chain_verifier import (
@@ -440,6 +453,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.chain_verifi
     validate,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
+from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8S_AUTH_ARGSPEC, K8sModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import DEFAULT_AUDIENCE
 
@@ -477,14 +491,14 @@ MODULE_KWARGS: dict[str, t.Any] = {
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=AZURE_AUTH_ARGSPEC | K8S_AUTH_ARGSPEC | ARGUMENT_SPEC, supports_check_mode=True, **MODULE_KWARGS
+    module = new_module(
+        AZURE_AUTH_ARGSPEC | K8S_AUTH_ARGSPEC | ARGUMENT_SPEC, supports_check_mode=True, **MODULE_KWARGS
     )
-    azure, kube = AzureModule(module=module), K8sModule(module=module)
-    azure.require("azure-mgmt-msi")
     errors = validate(module.params)
     if errors:
         module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors, changed=False)
+    azure, kube = AzureModule(module=module), K8sModule(module=module)
+    azure.require("azure-mgmt-msi")
     verifier = Verifier(azure, kube)
     try:
         result = verifier.run()

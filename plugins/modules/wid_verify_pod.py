@@ -21,8 +21,10 @@ description:
   - On a cluster with no Ready node that accepts pods (for example this collection's lab, a control plane without
     nodes) the check is skipped and RV(reason) says why. M(aks.workload_identity.wid_verify) proves the token
     exchange without a pod and names the broken link when there is one.
-  - "API requests: one LIST of nodes; then a GET of the ServiceAccount, the POST of the pod, a GET of the pod every
-    2 seconds until it runs, a GET of its log per poll while it runs, and the DELETE."
+  - "API requests: a GET of the ServiceAccount (and, when it is missing, of the namespace: the module then fails
+    naming O(service_account) or O(namespace), in check mode too, and creates nothing); one LIST of nodes; then
+    the POST of the pod, a GET of the pod every 2 seconds until it runs, a GET of its log per poll while it runs,
+    and the DELETE."
 author:
   - Contributors to the aks.workload_identity collection (@aks-workload-identity)
 requirements:
@@ -32,29 +34,33 @@ extends_documentation_fragment:
   - aks.workload_identity.k8s_auth
 options:
   namespace:
-    description: Namespace of the ServiceAccount, where the pod runs.
+    description: Namespace of the ServiceAccount, where the pod runs, an RFC 1123 label.
     type: str
     required: true
   service_account:
-    description: The workload's ServiceAccount, annotated with its identity's client ID.
+    description: The workload's ServiceAccount, annotated with its identity's client ID, an RFC 1123 subdomain.
     type: str
     required: true
   keyvault_url:
-    description: URL of the key vault to read, as C(https://<vault>.vault.azure.net/).
+    description:
+      - URL of the key vault to read, as C(https://<vault>.vault.azure.net/); https, with a host (and port) but no
+        path, query or fragment.
     type: str
     required: true
   secret_name:
-    description: Name of the secret the pod reads. Its value is never returned.
+    description:
+      - Name of the secret the pod reads, 1-127 letters, digits or C(-). Its value is never returned.
     type: str
     required: true
   image:
     description:
       - Image of the verification pod. The default is the sample of Microsoft's walk-through; a mirror of it in
         your registry works the same.
+      - A container image reference, C([registry[:port]/]lower-case/path[:tag][@digest]) without spaces.
     type: str
     default: ghcr.io/azure/azure-workload-identity/msal-go:latest
   timeout:
-    description: Seconds to wait for the pod's verdict (the image pull included).
+    description: Seconds to wait for the pod's verdict (the image pull included), 1 to 86400.
     type: int
     default: 180
   keep_pod:
@@ -84,7 +90,8 @@ attributes:
 notes:
   - "RBAC the connecting user needs: C(list) on C(nodes) (cluster-wide; without it the pod is tried anyway);
     C(get) on C(serviceaccounts), C(create), C(get) and C(delete) on C(pods) and C(get) on C(pods/log) in
-    O(namespace)."
+    O(namespace); C(get) on C(namespaces) (cluster-wide) only to tell a missing namespace from a missing
+    ServiceAccount."
   - The nodes must be able to pull O(image); the identity needs read access to the secret (Key Vault Secrets User,
     or an access policy with C(get)).
 seealso:

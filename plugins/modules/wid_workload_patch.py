@@ -26,9 +26,10 @@ description:
     says which.
   - A Job's pod template is immutable and a Pod's C(serviceAccountName) too; recreate those with the label and
     ServiceAccount instead.
-  - "API requests: a run that changes nothing makes one, a GET of the workload; a change adds one PATCH. A
-    request that the API server answers with 429 or 5xx and a C(Retry-After) header is repeated after that
-    delay, for up to 60 seconds."
+  - "API requests: a run that changes nothing makes one, a GET of the workload; a change adds one PATCH. When
+    the workload does not exist (O(state=present)), one GET of the namespace tells which of the two is missing,
+    and the module fails without writing. A request that the API server answers with 429 or 5xx and a
+    C(Retry-After) header is repeated after that delay, for up to 60 seconds."
 author:
   - Contributors to the aks.workload_identity collection (@aks-workload-identity)
 requirements:
@@ -50,13 +51,14 @@ options:
     choices: [Deployment, StatefulSet, DaemonSet, CronJob]
   name:
     description:
-      - Name of the workload.
+      - Name of the workload, an RFC 1123 subdomain (lower-case letters, digits, C(-) and C(.)) of at most 253
+        characters; at most 52 for a CronJob, as Kubernetes allows.
     type: str
     required: true
   service_account:
     description:
-      - The ServiceAccount the pods run as, annotated with the managed identity's client ID. Required when
-        O(state=present).
+      - The ServiceAccount the pods run as, annotated with the managed identity's client ID, an RFC 1123
+        subdomain. Required when O(state=present).
       - When the template named another ServiceAccount, the module warns that its pods change ServiceAccount.
     type: str
   proxy_sidecar:
@@ -67,7 +69,9 @@ options:
     type: bool
   proxy_sidecar_port:
     description:
-      - Port of the proxy sidecar, when O(proxy_sidecar=true). The webhook's default is V(8000).
+      - Port of the proxy sidecar, 1 to 65535. The webhook's default is V(8000).
+      - Only with O(proxy_sidecar=true) and O(state=present); given otherwise it would be ignored, so the module
+        refuses it.
     type: int
   state:
     description:
@@ -100,7 +104,8 @@ attributes:
 notes:
   - "RBAC the connecting user needs in O(namespace): C(get) and, for a change, C(patch) on C(deployments),
     C(statefulsets) or C(daemonsets) (API group C(apps)) or C(cronjobs) (API group C(batch))."
-  - A workload that does not exist is an error with O(state=present) and nothing to do with O(state=absent).
+  - A workload that does not exist is an error with O(state=present) (naming O(name), or O(namespace) when the
+    namespace is missing too) and nothing to do with O(state=absent).
 seealso:
   - module: aks.workload_identity.wid_service_account
   - module: aks.workload_identity.wid_settings_configmap
@@ -257,15 +262,25 @@ def desired_from_params(params: dict[str, t.Any]) -> DesiredPodTemplate:
     )
 
 
+def check_options(params: dict[str, t.Any]) -> list[str]:
+    """Rules of this module's options beyond the pod template's (the fleet sets a port by default)."""
+    if params["proxy_sidecar_port"] is not None and not (params["proxy_sidecar"] and params["state"] == PRESENT):
+        return [
+            "proxy_sidecar_port: only applies with proxy_sidecar: true and state: present; set proxy_sidecar: true "
+            "or leave the port out"
+        ]
+    return []
+
+
 def main() -> None:
     k8s = K8sModule(ARGUMENT_SPEC, supports_check_mode=True, required_if=[("state", PRESENT, ["service_account"])])
     module = k8s.module
     desired = desired_from_params(k8s.params)
-    errors = validate(desired)
+    errors = validate(desired) + check_options(k8s.params)
     if errors:
         module.fail_json(msg="Invalid input: " + "; ".join(errors), errors=errors)
     api = KINDS[desired.kind].api
-    clients = {api: getattr(k8s, api)}  # only the API group of this kind
+    clients = {api: getattr(k8s, api), "core_v1": k8s.core_v1}  # this kind's API group; core for the namespace
     try:
         outcome = PodTemplateReconciler(clients, dry_run=k8s.check_mode).reconcile(desired)
     except WorkloadIdentityError as exc:

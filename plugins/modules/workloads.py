@@ -393,9 +393,13 @@ from ansible_collections.aks.workload_identity.plugins.module_utils import fleet
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import AZURE_AUTH_ARGSPEC, AzureModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import Clusters, cluster_target
+from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8S_AUTH_ARGSPEC, K8sModule
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import keyvault_access, role_assignment
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     validate_cluster_name,
+    validate_keyvault_name,
+    validate_location,
     validate_resource_group_name,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_items import (
@@ -440,9 +444,15 @@ def check_options(params: dict[str, t.Any]) -> list[str]:
     if params["cluster_name"] is not None or params["cluster_resource_group"] is not None:
         errors += validate_resource_group_name(params["cluster_resource_group"], "cluster_resource_group")
         errors += validate_cluster_name(params["cluster_name"], "cluster_name")
-    for key in ("issuer_url", "tenant_id", "default_location"):
-        if params[key] is not None and params[key] != "" and not params[key].strip():
-            errors.append(f"{key}: must not be only spaces")
+    errors += validate_location(params["default_location"], "default_location")
+    for index, vault in enumerate(params["keyvaults"]):
+        where = f"keyvaults[{index}]"
+        errors += validate_keyvault_name(vault["vault_name"], f"{where}.vault_name")
+        errors += validate_resource_group_name(vault["resource_group"], f"{where}.resource_group")
+        errors += role_assignment.validate_role(vault["role"], f"{where}.role")
+        errors += keyvault_access.validate_secret_permissions(
+            vault["secret_permissions"], f"{where}.secret_permissions"
+        )
     return errors
 
 
@@ -520,8 +530,8 @@ def take_down(module: AnsibleModule, engine: fleet.Fleet, params: dict[str, t.An
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={**AZURE_AUTH_ARGSPEC, **K8S_AUTH_ARGSPEC, **ARGUMENT_SPEC},
+    module = new_module(
+        {**AZURE_AUTH_ARGSPEC, **K8S_AUTH_ARGSPEC, **ARGUMENT_SPEC},
         supports_check_mode=True,
         **MODULE_KWARGS,
     )
@@ -531,7 +541,7 @@ def main() -> None:
     try:
         errors = check_options(params)
         if errors:
-            raise WorkloadIdentityError(f"Invalid options: {'; '.join(errors)}", code="InvalidParameter")
+            raise WorkloadIdentityError(f"Invalid input: {'; '.join(errors)}", code="InvalidParameter")
         engine = fleet.Fleet(azure, kube, check_mode=module.check_mode, parallel=params["parallel"])
         outcome = (converge if params["state"] == "present" else take_down)(module, engine, params)
     except WorkloadIdentityError as exc:

@@ -217,6 +217,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.chain_verifi
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import Clusters
+from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8S_AUTH_ARGSPEC, K8sModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import DEFAULT_AUDIENCE
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_items import (
@@ -434,8 +435,8 @@ def check_options(params: dict[str, t.Any]) -> list[str]:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=AZURE_AUTH_ARGSPEC | K8S_AUTH_ARGSPEC | ARGUMENT_SPEC, supports_check_mode=True, **MODULE_KWARGS
+    module = new_module(
+        AZURE_AUTH_ARGSPEC | K8S_AUTH_ARGSPEC | ARGUMENT_SPEC, supports_check_mode=True, **MODULE_KWARGS
     )
     azure, kube = AzureModule(module=module), K8sModule(module=module)
     secrets = [module.params.get("secret"), module.params.get("api_key")]

@@ -6,13 +6,13 @@
     python -m tests.lab status    # say what runs where
     python -m tests.lab env       # print the env file (source it: set -a; . tests/lab/.run/lab.env; set +a)
 
-The wiring: the emulated AKS cluster's OIDC issuer URL is https://127.0.0.1:<emulator>/oidc/<tenant>/<uuid>/,
+The wiring: the emulated AKS cluster's OIDC issuer URL is https://127.0.0.1:<emulator>/<tenant>/<uuid>/,
 which is also the kube-apiserver's --service-account-issuer; the emulator publishes the apiserver's JWKS there,
 so a token the real apiserver signs can be exchanged at the emulated Entra ID, as on AKS.
 
-The real Azure Workload Identity webhook runs against the apiserver too, injecting the AZURE_* env and the token
-volume into labelled pods as on AKS, unless another lab on the machine holds its fixed port 9443: then lab.json
-says ``"webhook": {"enabled": false, "port_busy": true, "reason": ...}`` (see webhook/__init__.py).
+The real Azure Workload Identity webhook runs against the apiserver too, on a free loopback port of each lab's own,
+injecting the AZURE_* env and the token volume into labelled pods as on AKS; any number of labs can run side by
+side, each with its webhook (see webhook/__init__.py).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .kube import controlplane
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_WORKDIR = REPO / "tests" / "lab" / ".run"
+RESOLVER = REPO / "tests" / "lab" / "resolver"  # sitecustomize: names under localhost are loopback
 # Clusters whose issuer is the lab's kube-apiserver: the seeded one, and the one the from-nothing flow creates.
 WIRED_CLUSTERS = [["rg-wid-lab", "aks-wid-lab"], ["rg-wid-demo", "aks-wid-demo"]]
 
@@ -57,7 +58,7 @@ class Lab:
     seed: dict[str, Any]
     env: dict[str, str]
     emulator_pid: int
-    # The Azure Workload Identity webhook: webhook.Webhook.record() ({"enabled": bool, "port_busy": bool, ...}).
+    # The Azure Workload Identity webhook: webhook.Webhook.record() ({"enabled": bool, "url": str, "port": int, ...}).
     webhook: dict[str, Any] = field(default_factory=lambda: {"enabled": False, "reason": "not started"})
 
     # -------------------------------------------------------------- the emulator's control API, for tests
@@ -114,6 +115,11 @@ class Lab:
         """Writes the apiserver accepted or refused after ``since`` (dry runs excluded unless asked)."""
         events = controlplane.audit_writes(self.workdir / "kube", since)
         return [e for e in events if include_dry_run or not e["dry_run"]]
+
+    def kube_requests(self, since: int = 0) -> list[dict[str, Any]]:
+        """Reads and writes the lab's admin (the identity the collection's modules use) sent after ``since``."""
+        events = controlplane.audit_requests(self.workdir / "kube", since)
+        return [e for e in events if e["user"] == controlplane.ADMIN_USER]
 
     @classmethod
     def load(cls, workdir: Path = DEFAULT_WORKDIR) -> Lab:
@@ -212,6 +218,9 @@ def _env(
         "K8S_AUTH_KUBECONFIG": str(plane.admin_kubeconfig),
         "LAB_EMULATOR_URL": lab_base,
         "LAB_RESTRICTED_KUBECONFIG": str(plane.restricted_kubeconfig),
+        # The vaults' hosts are names under localhost: Python processes started with this resolve them to loopback
+        # themselves (tests/lab/resolver/sitecustomize.py), whatever the host's resolver does.
+        "PYTHONPATH": str(RESOLVER),
     }
 
 
@@ -229,7 +238,7 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
     emulator_port, kube_port = _free_port(), _free_port()
     base = f"https://127.0.0.1:{emulator_port}"
     seed = make_seed()
-    issuer = f"{base}/oidc/{DEFAULT_TENANT}/{seed['cluster_issuer_uuid']}/"  # AKS's shape: trailing slash
+    issuer = f"{base}/{DEFAULT_TENANT}/{seed['cluster_issuer_uuid']}/"  # AKS's path shape and trailing slash
     config = {
         "base_url": base,
         "vault_dns_suffix": f"vault.localhost:{emulator_port}",

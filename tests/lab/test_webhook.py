@@ -1,14 +1,13 @@
 """The lab runs the real Azure Workload Identity webhook (v1.6.0): a labelled pod's server-side dry run comes back
 with what AKS's webhook injects, an unlabelled one comes back untouched, and a dry run writes nothing.
 
-What v1.6.0 injects: kube-testenv.md §5 (pkg/webhook/webhook.go, pkg/webhook/consts.go).
+What v1.6.0 injects: docs/lab.md §5 (pkg/webhook/webhook.go, pkg/webhook/consts.go).
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -27,8 +26,6 @@ AUDIENCE = "api://AzureADTokenExchange"
 @pytest.fixture(scope="module")
 def core(lab):
     hook = lab.webhook
-    if hook.get("port_busy"):
-        pytest.skip(f"the lab runs without the webhook: {hook.get('reason')}")
     assert hook.get("enabled"), f"the lab's webhook is not running: {hook.get('reason')}"
     with k8s_config.new_client_from_config(config_file=str(lab.admin_kubeconfig)) as api:
         yield k8s.CoreV1Api(api)
@@ -38,7 +35,7 @@ def core(lab):
 def namespace(core):
     name = f"wh-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name}})
-    return name  # left behind: no namespace controller finalizes deletions in the lab (kube-testenv.md §3.2)
+    return name  # left behind: no namespace controller finalizes deletions in the lab (docs/lab.md §3.2)
 
 
 def _service_account(core, namespace: str, annotations: dict[str, str]) -> str:
@@ -128,17 +125,40 @@ def test_unlabelled_pod_is_left_alone(lab, core, namespace):
     assert lab.kube_writes(mark) == []
 
 
-def test_port_probe_tells_who_listens():
-    """The port-ownership checks the lab uses to share 9443 between labs, on a port of our own."""
+def test_webhook_listens_on_a_loopback_port_of_its_own(lab):
+    """Not upstream's fixed :9443 on every interface (docs/lab.md §5): the lab's port, on 127.0.0.1 only."""
     from tests.lab import webhook
 
-    with socket.socket(socket.AF_INET6) as listener:  # like Go's ':PORT': every interface, IPv4 included
-        listener.bind(("::", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        assert not webhook._port_free(port)
-        assert webhook._owner(port) == os.getpid()
-        assert webhook._listens(os.getpid(), port)
-        assert webhook._lab_of(os.getpid()) is None  # not a lab webhook: never stopped as an orphan
-    assert webhook._port_free(port)
-    assert webhook._owner(port) is None
+    hook = lab.webhook
+    assert hook["port"] != 9443
+    assert hook["url"] == f"https://127.0.0.1:{hook['port']}/mutate-v1-pod"
+    assert webhook._listens(hook["pid"], hook["port"])
+    assert webhook.running(lab.workdir / "webhook")
+
+
+def test_labs_started_at_once_each_run_their_own_webhook(lab, tmp_path):
+    """Two labs brought up side by side (next to the session's) each get a webhook, and each apiserver calls its
+    own: the injected AZURE_AUTHORITY_HOST is that lab's emulator."""
+    from tests.lab import lab as lab_module
+
+    workdirs = [tmp_path / "first", tmp_path / "second"]
+    try:
+        with ThreadPoolExecutor(len(workdirs)) as pool:
+            labs = list(pool.map(lambda workdir: lab_module.up(workdir, quiet=True), workdirs))
+
+        ports = {other.webhook["port"] for other in [lab, *labs]}
+        assert len(ports) == 3 and 9443 not in ports
+        for other in labs:
+            assert other.webhook["enabled"], other.webhook.get("reason")
+            with k8s_config.new_client_from_config(config_file=str(other.admin_kubeconfig)) as api:
+                core = k8s.CoreV1Api(api)
+                core.create_namespace({"metadata": {"name": "parallel"}})
+                client_id = str(uuid.uuid4())
+                account = _service_account(core, "parallel", {CLIENT_ID_ANNOTATION: client_id})
+                pod = _dry_run_pod(core, "parallel", account, {USE_LABEL: "true"})
+            env = _env(pod.spec.containers[0])
+            assert env.get("AZURE_CLIENT_ID") == client_id, other.workdir
+            assert env.get("AZURE_AUTHORITY_HOST") == other.emulator_url + "/", other.workdir
+    finally:
+        for workdir in workdirs:
+            lab_module.down(workdir)

@@ -16,7 +16,6 @@ git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' 
 done | tar --null -T - -cf - | tar -xf - -C "$dest"
 cd "$dest"
 git init -q && git add -A
-# ansible-test bootstraps pip in each sanity venv with a script it downloads from a host these machines cannot
-# reach; the shared stand-in puts ensurepip + PyPI in its place (../shared/ENVIRONMENT.md).
-PATH="$venv/bin:$PATH" bash "$repo/../shared/tools/ansible-test-pip-bootstrap" >/dev/null
+# ansible-test bootstraps pip in each sanity venv with a get-pip script it downloads (ansible/ansible#77304) and
+# caches under ~/.ansible/test/cache; on a machine without that host, put a stand-in there first (.ci/run does).
 PATH="$venv/bin:$PATH" ansible-test sanity --local --requirements --python 3.11 --color no "$@"

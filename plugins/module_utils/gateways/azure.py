@@ -56,6 +56,9 @@ IDENTITY_PROVIDER = "Microsoft.ManagedIdentity/userAssignedIdentities"
 _BUILTIN_NAMES = {guid: name for name, guid in BUILTIN_ROLES.items()}
 # azure-behaviour §4: 400 when a second credential on one identity has the same (issuer, subject).
 _DUPLICATE_PAIR = "issuer and subject combination already exists"
+# GET of a role definition that does not exist: 404 RoleDefinitionDoesNotExist (the code AzAPICall handles since
+# github.com/JulianHayward/AzAPICall/pull/23; the spec, authorization-RoleDefinitionsCalls.json, names no code).
+_ROLE_DEFINITION_MISSING = "RoleDefinitionDoesNotExist"
 
 
 def _counter(azure: t.Any, calls: ApiCalls | None) -> ApiCalls:
@@ -520,6 +523,24 @@ class RoleDefinitions(_Gateway):
             if guid and name:
                 found[guid] = name
         return found
+
+    def get(self, definition_id: str) -> dict[str, str | None] | None:
+        """``{"guid", "name"}`` of one definition by its ID, or None when it does not exist (404
+        RoleDefinitionDoesNotExist). One GET."""
+        try:
+            definition = self._call(
+                "authorization.role_definitions.get_by_id",
+                lambda: self.azure.authorization.role_definitions.get_by_id(definition_id),
+                "read role definition",
+                definition_id,
+            )
+        except WorkloadIdentityError as exc:
+            # RoleDefinitionDoesNotExist is Authorization's own 404 code, not one of ARM's generic ones.
+            if exc.status == 404 and (exc.code == _ROLE_DEFINITION_MISSING or is_azure_not_found(exc)):
+                return None
+            raise
+        guid, name = _definition_fields(definition)
+        return {"guid": guid or role_definition_guid(definition_id), "name": name}
 
     def permissions(self, definition_id: str) -> list[dict[str, list[str]]]:
         """The permissions of one definition, by its ID. One GET."""

@@ -45,7 +45,11 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.resource_group import (
     normalize_location,
 )
-from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_cluster_name
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    validate_cluster_name,
+    validate_location,
+    validate_tags,
+)
 
 PROVIDER_TYPE = "Microsoft.ContainerService/managedClusters"
 SUCCEEDED = "Succeeded"
@@ -56,9 +60,20 @@ FINISHED_STATES = frozenset({"Succeeded", "Failed", "Canceled"})
 CODE_OPERATION_NOT_ALLOWED = "OperationNotAllowed"
 DEFAULT_NODE_POOL = "nodepool1"  # az aks create's --nodepool-name default
 DEFAULT_NODE_COUNT = 3  # az aks create's --node-count default
-MAX_NODE_COUNT = 1000  # agentPoolProfiles[].count maximum in the AKS spec
+# [aks-spec] ManagedClusterAgentPoolProfileProperties.count: "in the range of 1 to 1000 (inclusive) for system
+# pools" (azure-rest-api-specs specification/containerservice/resource-manager/Microsoft.ContainerService/aks/
+# stable/2026-07-01/managedClusters.json); the pool this module creates is the system pool.
+MIN_NODE_COUNT = 1
+MAX_NODE_COUNT = 1000
 MAX_PRECONDITION_RETRIES = 3  # 412s before we give up on a cluster that keeps changing under us
+# kubernetesVersion: "major.minor" (AKS then picks the latest patch) or "major.minor.patch"
+# (https://learn.microsoft.com/azure/aks/supported-kubernetes-versions).
 KUBERNETES_VERSION_PATTERN = re.compile(r"^\d+\.\d+(\.\d+)?$")
+# VM size names (https://learn.microsoft.com/azure/virtual-machines/vm-naming-conventions): a tier, '_', the
+# family and vCPUs with letters for features, '-' for constrained vCPUs (Standard_M8-2ms), '_v<n>' versions. The
+# spec types vmSize as a free string; the 64-character bound is ours (real names are about 25).
+VM_SIZE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_-]+$")
+MAX_VM_SIZE_LENGTH = 64
 
 ENABLE_ISSUER_WARNING = (
     "Enabling the OIDC issuer on the existing {target} restarts its API server and changes the issuer of the "
@@ -99,24 +114,27 @@ class ClusterSpec:
 
 
 def validate_cluster_spec(spec: ClusterSpec) -> list[str]:
-    """Rules checked before any request; ``location`` is checked later, only if the cluster must be created."""
+    """Rules checked before any request; that ``location`` is given is checked later, only if the cluster must be
+    created."""
     errors = []
     count = spec.node_count
-    if count is not None and (isinstance(count, bool) or not 1 <= count <= MAX_NODE_COUNT):
-        errors.append(f"node_count: must be between 1 and {MAX_NODE_COUNT}, got {count!r}")
+    if count is not None and (isinstance(count, bool) or not MIN_NODE_COUNT <= count <= MAX_NODE_COUNT):
+        errors.append(f"node_count: must be between {MIN_NODE_COUNT} and {MAX_NODE_COUNT}, got {count!r}")
     version = spec.kubernetes_version
     if version is not None and not KUBERNETES_VERSION_PATTERN.match(version):
         errors.append(f"kubernetes_version: must look like 1.33 or 1.33.5, got {version!r}")
-    if spec.vm_size is not None and not spec.vm_size.strip():
-        errors.append("vm_size: must not be empty")
-    if spec.location is not None and not spec.location.strip():
-        errors.append("location: must not be empty")
-    return errors
+    size = spec.vm_size
+    if size is not None and (len(size) > MAX_VM_SIZE_LENGTH or not VM_SIZE_PATTERN.match(size)):
+        errors.append(
+            f"vm_size: must be an Azure VM size such as Standard_D4ds_v5 (letters, digits, '_' and '-', at most "
+            f"{MAX_VM_SIZE_LENGTH} characters), got {size!r}"
+        )
+    return errors + validate_location(spec.location) + validate_tags(spec.tags)
 
 
 def input_error(errors: list[str]) -> WorkloadIdentityError:
     # ARM's code for a bad parameter, as the collection's other modules use it.
-    return WorkloadIdentityError("Invalid options: " + "; ".join(errors), code="InvalidParameter")
+    return WorkloadIdentityError("Invalid input: " + "; ".join(errors), code="InvalidParameter")
 
 
 def default_dns_prefix(name: str, resource_group: str, subscription_id: str) -> str:
@@ -325,12 +343,8 @@ class ClusterReconciler:
             raise input_error(["location: is required to create the cluster, which does not exist yet"])
         if not current.resource_group_exists and not create_resource_group:
             raise WorkloadIdentityError(
-                describe_failure(
-                    "create",
-                    self.target,
-                    "ResourceGroupNotFound",
-                    f"the resource group '{self.resource_group}' does not exist and create_resource_group is false",
-                ),
+                f"resource_group: resource group '{self.resource_group}' does not exist and create_resource_group is "
+                "false; create the group first or set create_resource_group: true",
                 code="ResourceGroupNotFound",
                 status=404,
                 target=self.target,
@@ -472,13 +486,16 @@ class ClusterReconciler:
         )
 
     def _missing(self, current: ClusterRead) -> WorkloadIdentityError:
+        """The cluster's GET answered 404: name the option to fix (its code tells a missing group)."""
         if not current.resource_group_exists:
-            code, message = "ResourceGroupNotFound", f"the resource group '{self.resource_group}' does not exist"
+            code, message = (
+                "ResourceGroupNotFound",
+                f"resource_group: resource group '{self.resource_group}' does not exist",
+            )
         else:
-            code, message = "ResourceNotFound", "the cluster does not exist; create it first (aks_cluster)"
-        return WorkloadIdentityError(
-            describe_failure("read", self.target, code, message), code=code, status=404, target=self.target
-        )
+            code = "ResourceNotFound"
+            message = f"name: {self.target} does not exist; create it first (aks.workload_identity.aks_cluster)"
+        return WorkloadIdentityError(message, code=code, status=404, target=self.target)
 
 
 def is_busy(state: str | None) -> bool:

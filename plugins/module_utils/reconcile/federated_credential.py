@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
     FederatedCredentials,
+    ResourceGroups,
     credential_id,
     identity_id,
     is_duplicate_pair,
@@ -43,9 +44,11 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     subject_near_miss,
     validate_federated_credential,
     validate_federated_credential_name,
+    validate_https_url,
     validate_issuer,
     validate_namespace,
     validate_service_account_name,
+    validate_service_account_subject,
     validate_subject,
 )
 
@@ -89,6 +92,20 @@ def desired_subject(
     return (None if errors else service_account_subject(namespace, service_account)), errors
 
 
+def _claims(issuer: str | None, subject: str | None, audiences: t.Any = None) -> list[str]:
+    """The issuer, subject (and audiences) rules, with the stricter issuer URL and ServiceAccount subject rules."""
+    errors = (
+        validate_federated_credential("unnamed", issuer, subject, audiences)
+        if audiences is not None
+        else [*validate_issuer(issuer), *validate_subject(subject)]
+    )
+    if not validate_issuer(issuer):
+        # OpenID Connect Discovery 1.0 section 3: the issuer is an https URL "with no query or fragment
+        # components"; Entra fetches its discovery document from it, so user information cannot be meant either.
+        errors += validate_https_url(issuer, "issuer")
+    return errors + validate_service_account_subject(subject)
+
+
 def validate(desired: DesiredCredential) -> list[str]:
     """Every rule checked before a request is sent, as "field: rule" messages (empty when valid)."""
     if desired.state == "absent":
@@ -96,16 +113,22 @@ def validate(desired: DesiredCredential) -> list[str]:
             return validate_federated_credential_name(desired.name)
         if not desired.issuer or not desired.subject:
             return ["name: is required to delete a credential unless issuer and subject identify it"]
-        return [*validate_issuer(desired.issuer), *validate_subject(desired.subject)]
+        return _claims(desired.issuer, desired.subject)
     errors = []
-    name = desired.create_name
-    if name is None and desired.subject:
+    if desired.name is not None:
+        errors += validate_federated_credential_name(desired.name)
+    elif (
+        # A subject that is not a ServiceAccount's gives no default name (a malformed one is reported as such).
+        desired.subject
+        and parse_service_account_subject(desired.subject) is None
+        and not validate_subject(desired.subject)
+        and not validate_service_account_subject(desired.subject)
+    ):
         errors.append(
             "name: is required when the subject is not a Kubernetes ServiceAccount subject "
             "(system:serviceaccount:<namespace>:<service account>), as no default name can be made from it"
         )
-    errors += validate_federated_credential(name or "unnamed", desired.issuer, desired.subject, desired.audiences)
-    return errors
+    return errors + _claims(desired.issuer, desired.subject, desired.audiences)
 
 
 def _same_name(a: str | None, b: str | None) -> bool:
@@ -141,18 +164,34 @@ def near_miss_warnings(credentials: list[dict[str, t.Any]], desired: DesiredCred
 
 
 # --- plan (pure) ---------------------------------------------------------------------------------------------------
+def missing_identity_message(desired: DesiredCredential, group_exists: bool = True) -> str:
+    """Why the identity's credentials could not be listed, naming the option to fix."""
+    if not group_exists:
+        return f"resource_group: resource group '{desired.resource_group}' does not exist"
+    return (
+        f"identity_name: managed {desired.identity_target} does not exist; create it first "
+        "(aks.workload_identity.managed_identity)"
+    )
+
+
 def plan(
-    credentials: list[dict[str, t.Any]] | None, desired: DesiredCredential, *, identity: str | None = None
+    credentials: list[dict[str, t.Any]] | None,
+    desired: DesiredCredential,
+    *,
+    identity: str | None = None,
+    missing: str | None = None,
 ) -> Plan:
-    """Decide from the identity's normalised credentials (None: the identity was not found). ``identity`` is
-    the identity's resource ID, to predict a new credential's ID."""
+    """Decide from the identity's normalised credentials (None: the identity was not found, ``missing`` says
+    why). ``identity`` is the identity's resource ID, to predict a new credential's ID."""
     found = credentials or []
     if desired.state == "absent":
         return _plan_absent(found, desired)
     warnings = near_miss_warnings(found, desired)
     if credentials is None:
+        # Check mode only (a real run fails): an earlier task of the play may create the identity.
         warnings.append(
-            f"Managed {desired.identity_target} was not found; the credential can only be created once it exists"
+            f"{missing or missing_identity_message(desired)}; the credential can only be created once the identity "
+            "exists (check mode: an earlier task would create it)"
         )
     audiences = list(desired.audiences)
     pair = _by_pair(found, desired.issuer, desired.subject)
@@ -253,16 +292,20 @@ def reconcile(azure: t.Any, desired: DesiredCredential, *, timeout: float = DEFA
     gateway = FederatedCredentials(azure)
     credentials = gateway.list(desired.resource_group, desired.identity_name)
     identity = identity_id(azure.subscription_id, desired.resource_group, desired.identity_name)
-    decided = plan(credentials, desired, identity=identity)
-    if credentials is None and desired.state == "present" and not azure.check_mode:
-        # Found missing by reading: no write is sent (a PUT would only come back 404 again and again).
-        raise WorkloadIdentityError(
-            f"identity_name: managed {desired.identity_target} does not exist; create it first "
-            "(aks.workload_identity.managed_identity)",
-            code="ResourceNotFound",
-            status=404,
-            target=desired.identity_target,
-        )
+    missing = None
+    if credentials is None and desired.state == "present":
+        # Found missing by reading (the list's 404, then one GET of the group to name the right option): no write
+        # is sent, as a PUT would only come back 404 again and again.
+        group_exists = ResourceGroups(azure).get(desired.resource_group) is not None
+        missing = missing_identity_message(desired, group_exists)
+        if not azure.check_mode:
+            raise WorkloadIdentityError(
+                missing,
+                code="ResourceNotFound" if group_exists else "ResourceGroupNotFound",
+                status=404,
+                target=desired.identity_target,
+            )
+    decided = plan(credentials, desired, identity=identity, missing=missing)
     count = len(credentials or []) + {CREATE: 1, DELETE: -1}.get(decided.action, 0)
     if azure.check_mode or not decided.changed:
         return Outcome(decided, decided.after, count)

@@ -4,8 +4,9 @@
 
 """Reconciler of a user-assigned managed identity: read, plan, apply, report.
 
-A no-op run is one GET of the identity. Creating it adds one PUT, plus one GET of the resource group when no
-location is given; a tag change is one PATCH; a delete is one DELETE.
+A no-op run is one GET of the identity. Creating it adds one GET of the resource group (it must exist: found
+missing by reading, not by a failed PUT; its location is the default) and one PUT; a tag change is one PATCH; a
+delete is one DELETE.
 
 Private to this collection: the names here may change without notice.
 """
@@ -114,7 +115,7 @@ def _plan_create(desired: DesiredIdentity, location: str | None, subscription_id
 
 # --- read and apply (the SDK boundary) ----------------------------------------------------------------------------
 def resource_group_location(azure: t.Any, resource_group: str) -> str:
-    """The location of a resource group: where an identity goes when none is given. One GET."""
+    """The location of a resource group, which must exist: where an identity goes when none is given. One GET."""
     group = ResourceGroups(azure).get(resource_group)
     if group is None:
         raise WorkloadIdentityError(
@@ -144,8 +145,11 @@ def reconcile(azure: t.Any, desired: DesiredIdentity) -> tuple[Plan, dict[str, t
     """Read, plan, apply unless in check mode. Returns the plan and the identity afterwards (None when absent)."""
     actual = Identities(azure).get(desired.resource_group, desired.name)
     location = desired.location
-    if actual is None and desired.state == "present" and not location:
-        location = resource_group_location(azure, desired.resource_group)
+    if actual is None and desired.state == "present":
+        # A 404 on the identity may mean its group is missing too; a PUT would then fail (ResourceGroupNotFound)
+        # after the fact, so read the group first, in check mode too.
+        group_location = resource_group_location(azure, desired.resource_group)
+        location = location or group_location
     decided = plan(actual, desired, location=location, subscription_id=azure.subscription_id)
     if azure.check_mode or not decided.changed:
         return decided, decided.after

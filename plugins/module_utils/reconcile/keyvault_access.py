@@ -23,7 +23,7 @@ import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import Vaults
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import ResourceGroups, Vaults
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
     DELETE,
@@ -41,6 +41,8 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     SECRET_PERMISSIONS,
     is_uuid,
     sort_permissions,
+    validate_keyvault_name,
+    validate_resource_group_name,
 )
 
 MODEL_RBAC = "rbac"
@@ -75,7 +77,7 @@ def validate_vault_id(value: t.Any, field: str = "vault_id") -> list[str]:
         ]
     if not is_uuid(parsed[0]):
         return [f"{field}: the subscription in the ID must be a GUID, got {parsed[0]!r}"]
-    return []
+    return [*validate_resource_group_name(parsed[1], field), *validate_keyvault_name(parsed[2], field)]
 
 
 def validate_secret_permissions(value: t.Any, field: str = "secret_permissions") -> list[str]:
@@ -168,20 +170,39 @@ class KeyVaultAccessOutcome:
     access_policy: dict[str, t.Any] | None = None
 
 
+def missing_vault(
+    azure: t.Any, resource_group: str, vault_name: str, vault_option: str, group_option: str
+) -> WorkloadIdentityError:
+    """The error for a vault the GET did not find, naming the option to fix: one more GET tells whether its
+    resource group is missing too."""
+    if ResourceGroups(azure).get(resource_group) is None:
+        message, code = f"{group_option}: resource group '{resource_group}' does not exist", "ResourceGroupNotFound"
+    else:
+        message, code = (
+            f"{vault_option}: key vault '{vault_name}' does not exist in resource group '{resource_group}' (this "
+            "module grants access to an existing vault)",
+            "ResourceNotFound",
+        )
+    return WorkloadIdentityError(message, code=code, status=404, target=vault_name)
+
+
 def reconcile_keyvault_access(
-    azure: t.Any, resource_group: str, vault_name: str, desired: DesiredKeyVaultAccess, check_mode: bool
+    azure: t.Any,
+    resource_group: str,
+    vault_name: str,
+    desired: DesiredKeyVaultAccess,
+    check_mode: bool,
+    *,
+    vault_option: str = "vault_name",
+    group_option: str = "resource_group",
 ) -> KeyVaultAccessOutcome:
+    """Read the vault, then grant or remove on its model. A vault that does not exist fails (in check mode too:
+    nothing in this collection creates vaults), naming ``vault_option`` or ``group_option``, unless absent."""
     vault = Vaults(azure).get(resource_group, vault_name)
     if vault is None:
         if desired.state == "absent":
             return KeyVaultAccessOutcome(None, None, Plan(NONE, None, None, reason="the key vault does not exist"))
-        raise WorkloadIdentityError(
-            f"Failed to read key vault '{vault_name}' in resource group '{resource_group}': ResourceNotFound: the "
-            "vault does not exist (this module grants access to an existing vault)",
-            code="ResourceNotFound",
-            status=404,
-            target=vault_name,
-        )
+        raise missing_vault(azure, resource_group, vault_name, vault_option, group_option)
     if vault["enable_rbac_authorization"]:
         role = resolve_role(azure, vault["id"], desired.role)
         assignment = DesiredRoleAssignment(

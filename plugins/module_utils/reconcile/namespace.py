@@ -30,13 +30,19 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
     merge_owned,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import validate_labels
-from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_namespace
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    validate_namespace,
+    validate_wait_timeout,
+)
 
 PRESENT = "present"
 ABSENT = "absent"
 # Namespaces every cluster needs; deleting one breaks the cluster, so the module refuses (kubernetes.io,
 # "Namespaces": "Kubernetes starts with four initial namespaces").
 SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+# The API server sets this label on every namespace to the namespace's name, whatever a request says
+# (https://kubernetes.io/docs/reference/labels-annotations-taints/#kubernetes-io-metadata-name).
+NAME_LABEL = "kubernetes.io/metadata.name"
 # What a person would want to know is about to go, by API client and resource (list_namespaced_<resource>).
 # Objects every namespace gets on its own are not counted: the 'default' ServiceAccount and the
 # 'kube-root-ca.crt' ConfigMap.
@@ -75,8 +81,9 @@ def validate(desired: DesiredNamespace) -> list[str]:
     if desired.state == ABSENT and desired.name in SYSTEM_NAMESPACES:
         errors.append(f"name: '{desired.name}' is a namespace every cluster needs; this module never deletes it")
     errors += validate_labels(desired.labels)
-    if desired.wait_timeout <= 0:
-        errors.append(f"wait_timeout: must be more than 0 seconds, got {desired.wait_timeout}")
+    if isinstance(desired.labels, t.Mapping) and NAME_LABEL in desired.labels:
+        errors.append(f"labels: {NAME_LABEL!r} is set by the API server to the namespace's name; leave it out")
+    errors += validate_wait_timeout(desired.wait_timeout)
     return errors
 
 

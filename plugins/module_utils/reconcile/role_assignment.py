@@ -30,8 +30,10 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
     Identities,
+    ResourceGroups,
     RoleAssignments,
     RoleDefinitions,
+    resource_group_of,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     CREATE,
@@ -43,6 +45,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     BUILTIN_ROLES,
     is_uuid,
     role_definition_guid,
+    validate_resource_group_name,
 )
 
 # azure-behaviour §9: 409 when the (scope, principal, role) triple already has an assignment under another name.
@@ -74,16 +77,45 @@ def same_scope(a: str | None, b: str | None) -> bool:
 
 
 def validate_scope(value: t.Any, field: str = "scope") -> list[str]:
+    """The scope formats of https://learn.microsoft.com/azure/role-based-access-control/scope-overview: ``/``,
+    ``/providers/Microsoft.Management/managementGroups/<id>``, ``/subscriptions/<GUID>``, then optionally
+    ``/resourceGroups/<name>``, then optionally ``/providers/<namespace>/<type>/<name>[/<type>/<name>...]``."""
     if not isinstance(value, str) or not value.strip():
         return [f"{field}: is required"]
-    if not value.startswith("/") or value != value.strip() or "//" in value.rstrip("/"):
-        return [
-            f"{field}: must be an ARM resource ID starting with '/', such as /subscriptions/<id>/resourceGroups/<name>"
-        ]
-    match = _SUBSCRIPTION_SCOPE.match(value)
-    if match and not is_uuid(match.group("subscription")):
-        return [f"{field}: the subscription in the scope must be a GUID, got {match.group('subscription')!r}"]
-    return []
+    shape = f"{field}: must be an ARM resource ID starting with '/', such as /subscriptions/<id>/resourceGroups/<name>"
+    if not value.startswith("/") or "//" in value.rstrip("/") or any(c.isspace() or c in "?#%" for c in value):
+        return [shape]
+    segments = value.strip("/").split("/") if value.strip("/") else []
+    if segments and segments[0].lower() == "subscriptions":
+        if len(segments) < 2 or not is_uuid(segments[1]):
+            found = segments[1] if len(segments) > 1 else ""
+            return [f"{field}: the subscription in the scope must be a GUID, got {found!r}"]
+        segments = segments[2:]
+        if segments and segments[0].lower() == "resourcegroups":
+            if len(segments) < 2:
+                return [f"{field}: must name the resource group after /resourceGroups/"]
+            errors = validate_resource_group_name(segments[1], field)
+            if errors:
+                return errors
+            segments = segments[2:]
+    return (
+        []
+        if _resource_segments(segments)
+        else [f"{shape}; after the subscription and resource group come /providers/<namespace>/<type>/<name> segments"]
+    )
+
+
+def _resource_segments(segments: list[str]) -> bool:
+    """``providers/<namespace>`` followed by ``<type>/<name>`` pairs, any number of times (extension resources)."""
+    while segments:
+        if segments[0].lower() != "providers" or len(segments) < 4:
+            return False
+        pairs = segments[2:]
+        end = next((i for i in range(0, len(pairs), 2) if pairs[i].lower() == "providers"), len(pairs))
+        if end == 0 or end % 2:
+            return False
+        segments = pairs[end:]
+    return True
 
 
 def validate_role(value: t.Any, field: str = "role") -> list[str]:
@@ -201,11 +233,25 @@ def plan_role_assignment(actual: t.Iterable[dict[str, t.Any]], desired: DesiredR
 
 # --- Azure calls (thin) ---------------------------------------------------------------------------------------------
 def resolve_role(azure: t.Any, scope: str, role: str) -> Role:
-    """A role name, GUID or roleDefinitions ID as a Role. Built-in roles this collection knows by GUID and GUIDs
-    cost nothing; any other name costs one roleDefinitions list at the scope (``$filter=roleName eq '<name>'``)."""
+    """A role name, GUID or roleDefinitions ID as a Role, found to exist by reading, never by a failed write.
+    Built-in roles this collection knows (by name or GUID) cost nothing; any other GUID or ID one GET of the
+    definition under the scope's subscription (the ID the assignment would send); any other name one
+    roleDefinitions list at the scope (``$filter=roleName eq '<name>'``)."""
     guid = role_definition_guid(role)
+    if guid is not None and (role in BUILTIN_ROLES or guid in _BUILTIN_NAMES):
+        return Role(guid, role if role in BUILTIN_ROLES else _BUILTIN_NAMES[guid])
     if guid is not None:
-        return Role(guid, role if role in BUILTIN_ROLES else _BUILTIN_NAMES.get(guid))
+        definition_id = role_definition_id_for_scope(scope, guid)
+        found = RoleDefinitions(azure).get(definition_id)
+        if found is None:
+            raise WorkloadIdentityError(
+                f"role: role definition {guid} does not exist (read as {definition_id}); give a built-in role name, "
+                "a custom role's exact name, or the ID of an existing role definition",
+                code="RoleDefinitionDoesNotExist",
+                status=404,
+                target=role,
+            )
+        return Role(guid, found.get("name"))
     named = RoleDefinitions(azure).find_by_name(normalize_scope(scope), role)
     if not named:
         raise WorkloadIdentityError(
@@ -226,8 +272,17 @@ def resolve_role(azure: t.Any, scope: str, role: str) -> Role:
 
 
 def list_principal_assignments(azure: t.Any, scope: str, principal_id: str) -> list[dict[str, t.Any]]:
-    """One list: the principal's assignments at, above and below the scope, normalised."""
-    return RoleAssignments(azure).list_for_principal(normalize_scope(scope), principal_id)
+    """One list: the principal's assignments at, above and below the scope, normalised. A scope in a resource
+    group that does not exist is found here, by this read (ARM answers 404 ResourceGroupNotFound)."""
+    try:
+        return RoleAssignments(azure).list_for_principal(normalize_scope(scope), principal_id)
+    except WorkloadIdentityError as exc:
+        group = resource_group_of(scope)
+        if exc.code != "ResourceGroupNotFound" or group is None:
+            raise
+        raise WorkloadIdentityError(
+            f"scope: resource group '{group}' does not exist", code=exc.code, status=404, target=scope
+        ) from exc
 
 
 def create_assignment(azure: t.Any, desired: DesiredRoleAssignment) -> dict[str, t.Any]:
@@ -266,6 +321,7 @@ class Principal:
     principal_id: str | None
     identity: dict[str, t.Any] | None = None
     missing: str | None = None
+    missing_code: str | None = None
 
 
 def resolve_principal(
@@ -275,16 +331,24 @@ def resolve_principal(
     client_id: str | None = None,
     identity_resource_group: str | None = None,
     identity_name: str | None = None,
+    group_option: str = "identity_resource_group",
 ) -> Principal:
     """The principal ID from, cheapest first: itself (no request), the identity by resource group + name (one
-    GET; its client ID must equal ``client_id`` when both are given), or a bare client ID (one list)."""
+    GET; its client ID must equal ``client_id`` when both are given), or a bare client ID (one list). A missing
+    identity costs one more GET, of its resource group, to name the option to fix (``group_option`` is the one
+    that gave the group)."""
     if principal_id:
         return Principal(principal_id)
     if identity_name:
-        where = f"managed identity '{identity_name}' in resource group '{identity_resource_group}'"
-        identity = Identities(azure).get(t.cast(str, identity_resource_group), identity_name)
+        group = t.cast(str, identity_resource_group)
+        where = f"managed identity '{identity_name}' in resource group '{group}'"
+        identity = Identities(azure).get(group, identity_name)
         if identity is None:
-            return Principal(None, None, f"{where} does not exist")
+            if ResourceGroups(azure).get(group) is None:
+                return Principal(
+                    None, None, f"{group_option}: resource group '{group}' does not exist", "ResourceGroupNotFound"
+                )
+            return Principal(None, None, f"identity_name: {where} does not exist", "IdentityNotFound")
         if client_id and str(identity.get("client_id") or "").lower() != client_id.lower():
             raise WorkloadIdentityError(
                 f"identity_client_id: {where} has client ID {identity.get('client_id')!r}, not {client_id!r}",
@@ -296,7 +360,7 @@ def resolve_principal(
         identity = Identities(azure).find_by_client_id(client_id)
         if identity is None:
             where = f"no user-assigned managed identity in subscription '{azure.subscription_id}'"
-            return Principal(None, None, f"{where} has client ID '{client_id}'")
+            return Principal(None, None, f"identity_client_id: {where} has client ID '{client_id}'", "IdentityNotFound")
         return Principal(identity.get("principal_id"), identity)
     raise WorkloadIdentityError(
         "principal_id, identity_client_id or identity_name is required", code="MissingPrincipal"
@@ -304,12 +368,14 @@ def resolve_principal(
 
 
 def require_principal(principal: Principal, state: str, check_mode: bool) -> None:
-    """Granting to an identity that does not exist fails, except in check mode, where an earlier task of the same
-    play would have created it; removing access of one that does not exist is nothing to do."""
+    """Granting to an identity that does not exist fails, found by reading and before any write, except in check
+    mode, where an earlier task of the same play would have created it (a warning says so); removing access of one
+    that does not exist is nothing to do."""
     if principal.principal_id is None and state == "present" and not check_mode:
         raise WorkloadIdentityError(
-            f"Failed to find the principal to grant access to: {principal.missing}",
-            code="IdentityNotFound",
+            f"{principal.missing}; there is no principal to grant access to",
+            code=principal.missing_code or "IdentityNotFound",
+            status=404,
         )
 
 

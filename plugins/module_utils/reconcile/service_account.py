@@ -134,7 +134,8 @@ def _validate_metadata(field_name: str, values: t.Any, *, label_values: bool) ->
                 "starting and ending alphanumeric (or empty)"
             )
     if not label_values:
-        size = sum(len(str(k)) + len(v) for k, v in values.items() if isinstance(v, str))
+        # The API server counts bytes (Go's len of the UTF-8 strings), not characters.
+        size = sum(len(str(k).encode()) + len(v.encode()) for k, v in values.items() if isinstance(v, str))
         if size > ANNOTATIONS_SIZE_MAX:
             errors.append(f"{field_name}: keys and values must total at most {ANNOTATIONS_SIZE_MAX} bytes, got {size}")
     return errors
@@ -284,6 +285,41 @@ def restart_warning(plan: Plan, desired: DesiredServiceAccount, pods: list[str])
 
 
 # --- Talking to the API server ----------------------------------------------------------------------------------
+def namespace_missing(namespace: str, error: BaseException | None = None) -> WorkloadIdentityError:
+    return WorkloadIdentityError(
+        f"namespace: namespace '{namespace}' does not exist; set create_namespace: true or create it first",
+        code="NotFound",
+        status=404,
+        target=f"'{namespace}'",
+        exception=getattr(error, "original", None),
+    )
+
+
+def read_parent_namespace(namespaces: Namespaces, namespace: str, create_namespace: bool) -> bool | None:
+    """Before creating an object in ``namespace``: one GET of it. True when it must be created first, False when it
+    exists; a missing namespace without ``create_namespace``, or one being deleted, fails here, before any write.
+    None when the caller may not read namespaces (a namespaced Role cannot grant it): the create then tells."""
+    try:
+        found = namespaces.read(namespace)
+    except WorkloadIdentityError as error:
+        if error.status == 403:
+            return None
+        raise
+    if found is None:
+        if not create_namespace:
+            raise namespace_missing(namespace)
+        return True
+    if found["terminating"]:
+        raise WorkloadIdentityError(
+            f"namespace: namespace '{namespace}' is being deleted (phase {found['phase']}), so nothing can be created "
+            "in it; wait until it is gone and run again",
+            code="Conflict",
+            status=409,
+            target=f"'{namespace}'",
+        )
+    return False
+
+
 @dataclass
 class Outcome:
     """What one reconcile did. ``service_account`` is the normalised object after it (None when absent)."""
@@ -313,24 +349,20 @@ class ServiceAccountReconciler(NamespacedReconciler):
         self.namespaces = Namespaces(core_v1, calls=self.accounts.calls, **caller)
         self.pods = Pods(core_v1, calls=self.accounts.calls, **caller)
         self.dry_run = self.accounts.dry_run
+        # From the namespace read before a create (reconcile; None: not readable); apply() callers read them.
+        self.namespace_to_create: bool | None = False
 
     def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
         return self.accounts.read(namespace, name)
 
     def _create(self, plan: Plan, desired: DesiredServiceAccount, outcome: Outcome) -> t.Any:
         body = create_body(plan)
-        try:
-            return self.accounts.create(desired.namespace, body)
-        except NamespaceMissing as error:
-            if not desired.create_namespace:
-                raise WorkloadIdentityError(
-                    f"Failed to create ServiceAccount {desired.target}: namespace '{desired.namespace}' does not "
-                    "exist; create it first or set create_namespace: true",
-                    code="NotFound",
-                    status=404,
-                    target=desired.target,
-                    exception=error.original,
-                ) from error
+        if self.namespace_to_create is not True:
+            try:
+                return self.accounts.create(desired.namespace, body)
+            except NamespaceMissing as error:  # deleted since our read, or a caller of apply() that did not read it
+                if not desired.create_namespace:
+                    raise namespace_missing(desired.namespace, error) from error
         self.namespaces.create(desired.namespace)
         outcome.namespace_created = True
         if self.dry_run:
@@ -345,7 +377,12 @@ class ServiceAccountReconciler(NamespacedReconciler):
 
     # The whole round (NamespacedReconciler: reconcile, apply).
     def plan_for(self, actual: dict[str, t.Any] | None, desired: DesiredServiceAccount) -> Plan:
-        return plan(actual, desired)
+        decided = plan(actual, desired)
+        if decided.action == CREATE:
+            self.namespace_to_create = read_parent_namespace(
+                self.namespaces, desired.namespace, desired.create_namespace
+            )
+        return decided
 
     def attempt(self, actual: dict[str, t.Any] | None, desired: DesiredServiceAccount, decided: Plan) -> Outcome:
         """The plan carried out (after the pods check), or RacedWrite."""

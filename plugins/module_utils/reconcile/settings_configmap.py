@@ -18,7 +18,6 @@ import re
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
     ConfigMaps,
@@ -36,8 +35,13 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
     merge_owned,
 )
 
-# The API server rules for label keys and values are the ServiceAccount reconciler's: one rule, written once.
-from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import validate_labels
+# The API server rules for label keys and values, and the namespace read before a create, are the ServiceAccount
+# reconciler's: one rule, written once.
+from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
+    namespace_missing,
+    read_parent_namespace,
+    validate_labels,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ENV_CLIENT_ID,
     ENV_TENANT_ID,
@@ -108,7 +112,7 @@ def _validate_data(data: t.Any) -> list[str]:
             errors.append(f"data: key {key!r} is set with the {option} option")
         if value is not None and not isinstance(value, str):
             errors.append(f"data.{key}: must be a string (quote it), got {type(value).__name__}")
-    size = sum(len(str(k)) + len(v) for k, v in data.items() if isinstance(v, str))
+    size = sum(len(str(k).encode()) + len(v.encode()) for k, v in data.items() if isinstance(v, str))  # bytes
     if size > CONFIGMAP_SIZE_MAX:
         errors.append(f"data: keys and values must total at most {CONFIGMAP_SIZE_MAX} bytes, got {size}")
     return errors
@@ -214,24 +218,20 @@ class ConfigMapReconciler(NamespacedReconciler):
         self.configmaps = ConfigMaps(core_v1, calls=calls, **caller)
         self.namespaces = Namespaces(core_v1, calls=self.configmaps.calls, **caller)
         self.dry_run = self.configmaps.dry_run
+        # From the namespace read before a create (reconcile; None: not readable); apply() callers read them.
+        self.namespace_to_create: bool | None = False
 
     def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
         return self.configmaps.read(namespace, name)
 
     def _create(self, plan: Plan, desired: DesiredConfigMap, outcome: Outcome) -> t.Any:
         body = create_body(plan)
-        try:
-            return self.configmaps.create(desired.namespace, body)
-        except NamespaceMissing as error:
-            if not desired.create_namespace:
-                raise WorkloadIdentityError(
-                    f"Failed to create ConfigMap {desired.target}: namespace '{desired.namespace}' does not exist; "
-                    "create it first or set create_namespace: true",
-                    code="NotFound",
-                    status=404,
-                    target=desired.target,
-                    exception=error.original,
-                ) from error
+        if self.namespace_to_create is not True:
+            try:
+                return self.configmaps.create(desired.namespace, body)
+            except NamespaceMissing as error:  # deleted since our read, or a caller of apply() that did not read it
+                if not desired.create_namespace:
+                    raise namespace_missing(desired.namespace, error) from error
         self.namespaces.create(desired.namespace)
         outcome.namespace_created = True
         if self.dry_run:
@@ -246,7 +246,12 @@ class ConfigMapReconciler(NamespacedReconciler):
 
     # The whole round (NamespacedReconciler: reconcile, apply).
     def plan_for(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap) -> Plan:
-        return plan(actual, desired)
+        decided = plan(actual, desired)
+        if decided.action == CREATE:
+            self.namespace_to_create = read_parent_namespace(
+                self.namespaces, desired.namespace, desired.create_namespace
+            )
+        return decided
 
     def attempt(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap, decided: Plan) -> Outcome:
         outcome = Outcome(decided, actual)

@@ -23,16 +23,19 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.errors impor
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
     KINDS,
+    Namespaces,
     PodTemplates,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import NONE, UPDATE, Plan, merge_owned
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ANNOTATION_INJECT_PROXY_SIDECAR,
     ANNOTATION_PROXY_SIDECAR_PORT,
+    CRONJOB_NAME_MAX,
     DEFAULT_PROXY_SIDECAR_PORT,
     LABEL_USE,
     LABEL_USE_VALUE,
     validate_namespace,
+    validate_object_name,
     validate_service_account_name,
 )
 
@@ -71,8 +74,10 @@ def validate(desired: DesiredPodTemplate) -> list[str]:
     errors = validate_namespace(desired.namespace)
     if desired.kind not in KINDS:
         errors.append(f"kind: must be one of {', '.join(KINDS)}, got {desired.kind!r}")
-    if not isinstance(desired.name, str) or not desired.name:
-        errors.append("name: is required")
+    if desired.kind == "CronJob":
+        errors += validate_object_name(desired.name, "name", CRONJOB_NAME_MAX)
+    else:
+        errors += validate_object_name(desired.name, "name")
     if desired.state == PRESENT:
         errors += validate_service_account_name(desired.service_account, "service_account")
     port = desired.proxy_sidecar_port
@@ -122,8 +127,8 @@ def plan(actual: dict[str, t.Any] | None, desired: DesiredPodTemplate) -> Plan:
         if desired.state == ABSENT:
             return Plan(NONE, None, None, [], f"the {desired.kind} does not exist")
         raise WorkloadIdentityError(
-            f"Failed to patch the pod template of {desired.target}: it does not exist; create the workload first "
-            "(or leave it out of the list of workloads to patch)",
+            f"name: {desired.target}: it does not exist; create the workload first (or leave it out of the list of "
+            "workloads to patch)",
             code="NotFound",
             status=404,
             target=desired.target,
@@ -205,13 +210,35 @@ class PodTemplateReconciler:
 
     def __init__(self, clients: t.Mapping[str, t.Any], *, calls: ApiCalls | None = None, **caller: t.Any) -> None:
         self.templates = PodTemplates(clients, calls=calls, **caller)
+        self.core_v1 = clients.get("core_v1")
+        self.caller = caller
 
     def read(self, desired: DesiredPodTemplate) -> dict[str, t.Any] | None:
         return self.templates.read(desired.kind, desired.namespace, desired.name)
 
     def reconcile(self, desired: DesiredPodTemplate) -> Outcome:
-        """Read -> plan -> patch."""
-        return self.apply(self.read(desired), desired)
+        """Read -> plan -> patch. A workload to patch that is missing fails in the plan; when ``clients`` has
+        ``core_v1``, one GET of its namespace first tells a missing namespace from a missing workload."""
+        actual = self.read(desired)
+        if actual is None and desired.state == PRESENT and self._namespace_missing(desired.namespace):
+            raise WorkloadIdentityError(
+                f"namespace: namespace '{desired.namespace}' does not exist, so {desired.target} does not either; "
+                "create them first",
+                code="NotFound",
+                status=404,
+                target=f"'{desired.namespace}'",
+            )
+        return self.apply(actual, desired)
+
+    def _namespace_missing(self, namespace: str) -> bool:
+        if self.core_v1 is None:
+            return False
+        try:
+            return Namespaces(self.core_v1, calls=self.templates.calls, **self.caller).read(namespace) is None
+        except WorkloadIdentityError as error:
+            if error.status == 403:  # may not read namespaces (a namespaced Role cannot grant it): say what we know
+                return False
+            raise
 
     def apply(self, actual: dict[str, t.Any] | None, desired: DesiredPodTemplate) -> Outcome:
         """Plan from ``actual`` (read by the caller, or just now) and patch: a merge patch names only our keys, so

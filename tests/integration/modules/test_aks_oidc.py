@@ -224,12 +224,10 @@ def test_missing_cluster_and_group(lab, group):
     seq = lab.last_seq()
     missing = run_module("aks_oidc", {"resource_group": group, "name": "aks-nowhere"}, env=lab.env)
     assert missing.failed and missing["error_code"] == "ResourceNotFound"
-    assert missing["msg"].startswith(
-        f"Failed to read AKS cluster 'aks-nowhere' in resource group '{group}': ResourceNotFound: the cluster does not exist"
-    )
+    assert missing["msg"].startswith(f"name: AKS cluster 'aks-nowhere' in resource group '{group}' does not exist")
     no_group = run_module("aks_oidc", {"resource_group": "rg-p5-nowhere", "name": "aks-nowhere"}, env=lab.env)
     assert no_group.failed and no_group["error_code"] == "ResourceGroupNotFound"
-    assert "the resource group 'rg-p5-nowhere' does not exist" in no_group["msg"]
+    assert no_group["msg"] == "resource_group: resource group 'rg-p5-nowhere' does not exist"
     assert "Traceback" not in missing["msg"] + no_group["msg"]
     assert lab.writes(seq) == []
 

@@ -304,7 +304,8 @@ def test_missing_identity(lab, issuer):
     args = {"resource_group": rg, "identity_name": f"id-missing-{uuid.uuid4().hex[:6]}", "issuer": issuer}
     args |= {"namespace": "a", "service_account": "b"}
     check = run_module("federated_credential", args, env=lab.env, check=True)
-    assert check.changed and "was not found" in " ".join(check.output.split())
+    warning = f"identity_name: managed identity '{args['identity_name']}' in resource group '{rg}' does not exist"
+    assert check.changed and warning in " ".join(check.output.split())
     absent = run_module("federated_credential", {**args, "state": "absent"}, env=lab.env)
     assert not absent.failed and not absent.changed
     seq = lab.last_seq()

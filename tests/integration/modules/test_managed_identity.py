@@ -49,7 +49,7 @@ def name(msi, lab):
 
 def test_lifecycle(lab, msi, name):
     rg = lab.seed["resource_group"]
-    args = {"resource_group": rg, "name": name, "tags": {"team": "orders", "tier": 1}}
+    args = {"resource_group": rg, "name": name, "tags": {"team": "orders", "tier": "1"}}
 
     seq = lab.last_seq()
     check = run_module("managed_identity", args, env=lab.env, check=True, diff=True)

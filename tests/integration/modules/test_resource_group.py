@@ -60,7 +60,7 @@ def name(resources):
 
 
 def test_lifecycle(lab, resources, msi, name):
-    args = {"name": name, "location": "East US", "tags": {"purpose": "test", "n": 1}}
+    args = {"name": name, "location": "East US", "tags": {"purpose": "test", "n": "1"}}
 
     seq = lab.last_seq()
     check = run_module("resource_group", args, env=lab.env, check=True, diff=True)

@@ -265,7 +265,7 @@ def test_azure_errors_carry_code_and_target(lab, identity):
         env=lab.env,
     )
     assert run.failed and run["error_code"] == "ResourceGroupNotFound"
-    assert run["msg"].startswith(f"Failed to list role assignments of principal '{identity.principal_id}' at scope ")
+    assert run["msg"] == f"scope: resource group '{missing_group.rsplit('/', 1)[1]}' does not exist"
 
 
 # --- faults -------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ run path on a cluster with nodes is covered by the unit tests (tests/unit/plugin
 from __future__ import annotations
 
 import pytest
+from kubernetes import client as k8s
 
 from tests.integration.runner import run_module
 
@@ -15,14 +16,23 @@ pytestmark = pytest.mark.lab
 
 ARGS = {
     "namespace": "default",
-    "service_account": "default",
+    "service_account": "wid-verify-pod",
     "keyvault_url": "https://kv-wid-rbac.vault.azure.net/",
     "secret_name": "app-secret",
 }
 
 
+@pytest.fixture(scope="module")
+def service_account(core):
+    """The pod's ServiceAccount (the lab runs no controller manager, so not even 'default' exists by itself)."""
+    body = k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=ARGS["service_account"]))
+    core.create_namespaced_service_account(ARGS["namespace"], body)
+    yield
+    core.delete_namespaced_service_account(ARGS["service_account"], ARGS["namespace"])
+
+
 @pytest.mark.parametrize("check", [False, True])
-def test_skipped_on_a_cluster_without_nodes_and_nothing_created(lab, check):
+def test_skipped_on_a_cluster_without_nodes_and_nothing_created(lab, service_account, check):
     mark = lab.kube_mark()
     result = run_module("wid_verify_pod", ARGS, env=lab.env, check=check)
     assert not result.failed, result.result

@@ -20,23 +20,60 @@ from collections.abc import Callable
 from typing import Any
 
 from .arm import (
-    api_version_at_least,
     authorize,
     check_location_unchanged,
     delete_resource_tree,
     is_authorized,
     normalize_location,
 )
-from .common import require_resource_group, require_subscription, resource_id, resource_not_found, utcnow_iso
+from .common import (
+    require_provider_api_version,
+    require_resource_group,
+    require_subscription,
+    resource_id,
+    resource_not_found,
+    utcnow_iso,
+)
 from .server import ArmError, Request, Response, route
 from .state import State, seeder
 
 PROVIDER_TYPE = "Microsoft.ContainerService/managedClusters"
 RESPONSE_TYPE = "Microsoft.ContainerService/ManagedClusters"  # capital M in responses (azure-behaviour §2)
 OPERATION_API_VERSION = "2016-03-30"  # the status URL's version, whatever the PUT used (azure-behaviour §1, §3)
-# issuerURL is in cluster bodies from 2022-09-01 on (azure-workload-identity troubleshooting docs); older versions
-# would silently drop the properties the collection depends on.
-API_VERSION_FLOOR = "2022-09-01"
+# api-versions of the managedClusters routes (azure-behaviour §1): the folders of specification/containerservice/
+# resource-manager/Microsoft.ContainerService/aks/stable/ (each with a managedClusters.json) and aks/preview/, up to
+# 2024-07 as the aks readme.md tags list them, later ones as folders in the spec repo; plus 2022-08-01, which has no
+# spec folder but is in ARM's own list for the type (NoRegisteredProviderFound messages in Azure/azure-cli#28368,
+# Azure/kubectl-aks#48). Every version answers with the same body here; the properties the collection depends on
+# are newer than many of them (issuerURL is in cluster bodies from 2022-09-01 on, azure-workload-identity
+# troubleshooting docs), and a client on an older version ignores what it does not model. AKS retires old previews
+# (2021-11-01-preview is missing from ARM's 2023 lists); the lab keeps accepting every published one.
+_MANAGED_CLUSTER_STABLE = (
+    "2017-08-31", "2018-03-31", "2019-02-01", "2019-04-01", "2019-06-01", "2019-08-01", "2019-10-01", "2019-11-01",
+    "2020-01-01", "2020-02-01", "2020-03-01", "2020-04-01", "2020-06-01", "2020-07-01", "2020-09-01", "2020-11-01",
+    "2020-12-01", "2021-02-01", "2021-03-01", "2021-05-01", "2021-07-01", "2021-08-01", "2021-09-01", "2021-10-01",
+    "2022-01-01", "2022-02-01", "2022-03-01", "2022-04-01", "2022-06-01", "2022-07-01", "2022-08-01", "2022-09-01",
+    "2022-11-01", "2023-01-01", "2023-02-01", "2023-03-01", "2023-04-01", "2023-05-01", "2023-06-01", "2023-07-01",
+    "2023-08-01", "2023-09-01", "2023-10-01", "2023-11-01", "2024-01-01", "2024-02-01", "2024-05-01", "2024-07-01",
+    "2024-08-01", "2024-09-01", "2024-10-01", "2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01", "2025-05-01",
+    "2025-06-01", "2025-07-01", "2025-08-01", "2025-09-01", "2025-10-01", "2026-01-01", "2026-02-01", "2026-03-01",
+    "2026-04-01", "2026-05-01", "2026-06-01", "2026-07-01", "2026-08-01", "2026-10-01",
+)  # fmt: skip
+_MANAGED_CLUSTER_PREVIEW = (
+    "2018-08-01-preview", "2021-11-01-preview", "2022-01-02-preview", "2022-02-02-preview", "2022-03-02-preview",
+    "2022-04-02-preview", "2022-05-02-preview", "2022-06-02-preview", "2022-07-02-preview", "2022-08-02-preview",
+    "2022-08-03-preview", "2022-09-02-preview", "2022-10-02-preview", "2022-11-02-preview", "2023-01-02-preview",
+    "2023-02-02-preview", "2023-03-02-preview", "2023-04-02-preview", "2023-05-02-preview", "2023-06-02-preview",
+    "2023-07-02-preview", "2023-08-02-preview", "2023-09-02-preview", "2023-10-02-preview", "2023-11-02-preview",
+    "2024-01-02-preview", "2024-02-02-preview", "2024-03-02-preview", "2024-04-02-preview", "2024-05-02-preview",
+    "2024-06-02-preview", "2024-07-02-preview", "2024-09-02-preview", "2024-10-02-preview", "2025-01-02-preview",
+    "2025-02-02-preview", "2025-03-02-preview", "2025-04-02-preview", "2025-05-02-preview", "2025-06-02-preview",
+    "2025-07-02-preview", "2025-08-02-preview", "2025-09-02-preview", "2025-10-02-preview", "2026-01-02-preview",
+    "2026-02-02-preview", "2026-03-02-preview", "2026-04-02-preview", "2026-05-02-preview", "2026-06-02-preview",
+    "2026-07-02-preview", "2026-08-02-preview", "2026-10-02-preview",
+)  # fmt: skip
+# Ascending, as ARM lists them in its refusal.
+MANAGED_CLUSTER_API_VERSIONS = tuple(sorted(_MANAGED_CLUSTER_STABLE + _MANAGED_CLUSTER_PREVIEW))
 # The lab's default when kubernetesVersion is "" or absent. Real AKS answers with the minor it chose in
 # kubernetesVersion and the patch it runs in currentKubernetesVersion ("1.28" / "1.28.10" in the recording).
 # 1.33 keeps new clusters below the 1.34 line where the OIDC issuer becomes always-on (azure-behaviour §5).
@@ -53,6 +90,25 @@ _CLUSTERS_IN_GROUP = (
 _CLUSTER = _CLUSTERS_IN_GROUP + r"/(?P<name>[^/]+)"
 _LOCATION_OPERATIONS = _SUBSCRIPTION + r"/providers/Microsoft\.ContainerService/locations/(?P<location>[^/]+)"
 
+# Agent pool fields where 0 asks for the default: osDiskSizeGB ("If you specify 0, it will apply the default osDisk
+# size according to the vmSize specified", managedClusters.json; azure-cli sends 0 and gets 128 back, recorded in
+# test_aks_create_with_oidc_issuer_enabled.yaml).
+_ZERO_MEANS_DEFAULT = ("osDiskSizeGB",)
+# Spot-only agent pool settings: azure-cli sends "scaleSetPriority": "Regular", "scaleSetEvictionPolicy": "Delete" and
+# "spotMaxPrice": -1 on every create, and a Regular pool comes back without them (test_aks_create_default_service_msi
+# .yaml, test_aks_create_with_workload_identity_enabled.yaml).
+_SPOT_ONLY = ("scaleSetPriority", "scaleSetEvictionPolicy", "spotMaxPrice")
+# The CSI drivers AKS turns on unless told otherwise: a create whose storageProfile is {} comes back with these three
+# enabled and no blobCSIDriver (test_aks_create_default_service_msi.yaml at 2026-01-01,
+# test_aks_create_with_workload_identity_enabled.yaml at 2023-06-01); a create asking only for blobCSIDriver comes
+# back with these three as well, in this order, then blobCSIDriver, which stays in the body, as sent, from then on
+# (test_aks_create_and_update_with_blob_csi_driver.yaml). The spec calls blobCSIDriver's default "false"; the
+# service does not write it out (az aks show prints "blobCsiDriver": null).
+_CSI_DEFAULTS = {
+    "diskCSIDriver": {"enabled": True},
+    "fileCSIDriver": {"enabled": True},
+    "snapshotController": {"enabled": True},
+}
 # Read-only agent pool fields the service computes; whatever a client sends back for them is ignored.
 _POOL_READ_ONLY = ("provisioningState", "powerState", "currentOrchestratorVersion", "nodeImageVersion")
 _CLUSTER_READ_ONLY = (
@@ -98,7 +154,7 @@ def issuer_url(state: State, resource_group: str, name: str, issuer_uuid: str) -
     AKS-shaped one on the emulator: host/{tenant}/{uuid}/ with the trailing slash (azure-behaviour §5)."""
     if is_wired(state, resource_group, name):
         return state.config.kube_issuer_url
-    return f"{state.config.base_url}/oidc/{state.config.tenant_id}/{issuer_uuid}/"
+    return f"{state.config.base_url}/{state.config.tenant_id}/{issuer_uuid}/"
 
 
 def _resource_group_of(cluster_id: str) -> str:
@@ -150,13 +206,17 @@ def _agent_pool(
     for key, default in defaults.items():
         if key in computed:
             pool[key] = computed[key]
-        elif requested.get(key) not in (None, "", {}):  # "" and {} (as azure-cli sends them) mean "default"
-            pool[key] = requested[key]
+        elif requested.get(key) not in (None, "", {}) and not (key in _ZERO_MEANS_DEFAULT and requested[key] == 0):
+            pool[key] = requested[key]  # "" and {} (as azure-cli sends them) mean "default", as 0 does for some
         else:
             pool[key] = default
+    spot = requested.get("scaleSetPriority") == "Spot"
     for key, value in requested.items():  # labels, taints, zones...: round-trip untouched
-        if key not in pool and key not in _POOL_READ_ONLY and value is not None:
-            pool[key] = value
+        if key in pool or key in _POOL_READ_ONLY or value in (None, [], {}):
+            continue  # empty lists and objects do not come back (azure-cli's "nodeTaints": [], recorded)
+        if key in _SPOT_ONLY and not spot:
+            continue  # a Regular pool's priority settings do not come back (recorded)
+        pool[key] = value
     return pool
 
 
@@ -355,11 +415,23 @@ def build_cluster(
     kubelet = (current or {}).get("identityProfile") or props.get("identityProfile")
     if kubelet:  # the kubelet identity appears once provisioning has run (or when brought by the client)
         properties["identityProfile"] = copy.deepcopy(kubelet)
-    properties.update(_feature_profiles(state, keep, name, resource_group, oidc_enabled, security, meta))
+    storage = _storage_profile(props, current)
+    properties.update(_feature_profiles(state, keep, name, resource_group, oidc_enabled, security, storage, meta))
     for key, value in props.items():  # anything else the client set (addonProfiles, apiServerAccessProfile...)
         if key not in properties and key not in _CLUSTER_READ_ONLY and value not in (None, {}):
             properties[key] = value
     return _envelope(state, cluster_id, name, location, payload, existing, properties, meta)
+
+
+def _storage_profile(props: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    """What the client set, else what the cluster has, else AKS's defaults, driver by driver (see _CSI_DEFAULTS)."""
+    requested = props.get("storageProfile") or {}
+    before = (current or {}).get("storageProfile") or {}
+    profile = {key: requested.get(key) or before.get(key) or default for key, default in _CSI_DEFAULTS.items()}
+    for key, value in {**before, **requested}.items():  # blobCSIDriver and any later driver, once set
+        if key not in profile and value not in (None, {}):
+            profile[key] = value
+    return copy.deepcopy(profile)
 
 
 def _feature_profiles(
@@ -369,22 +441,18 @@ def _feature_profiles(
     resource_group: str,
     oidc_enabled: bool,
     security: dict[str, Any],
+    storage: dict[str, Any],
     meta: dict[str, Any],
 ) -> dict[str, Any]:
     oidc: dict[str, Any] = {"enabled": oidc_enabled}
     # issuerURL is read-only and present only when enabled, already in the 200/201 body (azure-behaviour §5).
     if oidc_enabled:
         oidc["issuerURL"] = issuer_url(state, resource_group, name, meta["issuer_uuid"])
-    csi = {
-        "diskCSIDriver": {"enabled": True},
-        "fileCSIDriver": {"enabled": True},
-        "snapshotController": {"enabled": True},
-    }
     return {
         "autoUpgradeProfile": keep("autoUpgradeProfile", {"nodeOSUpgradeChannel": "NodeImage"}),
         "disableLocalAccounts": keep("disableLocalAccounts", False),
         "securityProfile": security,
-        "storageProfile": keep("storageProfile", csi),
+        "storageProfile": storage,
         "oidcIssuerProfile": oidc,
         "workloadAutoScalerProfile": keep("workloadAutoScalerProfile", {}),
         "resourceUID": meta["resource_uid"],
@@ -566,7 +634,7 @@ def _cluster_id(request: Request, state: State, existing: dict[str, Any] | None 
 
 def _prologue(request: Request, state: State, action: str) -> str:
     """api-version, subscription, RBAC, resource group: ARM's checks before the provider sees the call."""
-    api_version_at_least(request, state, API_VERSION_FLOOR, "managedClusters")
+    require_provider_api_version(request, state, MANAGED_CLUSTER_API_VERSIONS, "managedClusters")
     require_subscription(request, state, request.params["subscription"])
     cluster_id = _cluster_id(request, state)
     authorize(request, state, action, cluster_id)
@@ -682,7 +750,7 @@ def _is_cluster(key: str, body: dict[str, Any]) -> bool:
 
 @route("GET", _CLUSTERS_IN_GROUP)
 def list_clusters_in_group(request: Request, state: State) -> Response:
-    api_version_at_least(request, state, API_VERSION_FLOOR, "managedClusters")
+    require_provider_api_version(request, state, MANAGED_CLUSTER_API_VERSIONS, "managedClusters")
     p = request.params
     require_resource_group(request, state, p["subscription"], p["resource_group"])
     group_prefix = resource_id(state.config.subscription_id, p["resource_group"], PROVIDER_TYPE, "").lower()
@@ -693,7 +761,7 @@ def list_clusters_in_group(request: Request, state: State) -> Response:
 
 @route("GET", _SUBSCRIPTION + r"/providers/Microsoft\.ContainerService/managedClusters")
 def list_clusters_in_subscription(request: Request, state: State) -> Response:
-    api_version_at_least(request, state, API_VERSION_FLOOR, "managedClusters")
+    require_provider_api_version(request, state, MANAGED_CLUSTER_API_VERSIONS, "managedClusters")
     require_subscription(request, state, request.params["subscription"])
     return _list_response(request, state, state.find(_is_cluster))
 

@@ -8,18 +8,32 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import uuid
 from typing import Any
 
-from .common import require_api_version, require_subscription, resource_group_id
+from .common import require_api_version, require_arm_api_version, require_subscription, resource_group_id
 from .server import ArmError, Request, Response, route
 from .state import State, seeder
 
 RESOURCE_GROUP_TYPE = "Microsoft.Resources/resourceGroups"
 _SUBSCRIPTION = r"/subscriptions/(?P<subscription>[^/]+)"
 _RESOURCE_GROUP = _SUBSCRIPTION + r"/resourcegroups/(?P<resource_group>[^/]+)"
-_DATED_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2})(-preview)?$")
+# api-versions of the resource group routes. ARM serves these itself, and its refusal lists the versions it knows
+# (azure-behaviour §1): that list as Azure/azure-cli#27109 quotes it (August 2023, ARM's order and spelling, its
+# odd '2014-04' included), preceded by the newer folders of the spec, specification/resources/resource-manager/
+# Microsoft.Resources/resources/stable/{2024-03-01,2024-07-01,2024-11-01,2025-03-01,2025-04-01}/resources.json. Every
+# older spec folder (2015-11-01 ... 2023-07-01) is in ARM's list.
+RESOURCE_GROUP_API_VERSIONS = (
+    "2025-04-01", "2025-03-01", "2024-11-01", "2024-07-01", "2024-03-01",
+    "2023-07-01", "2023-07-01-preview", "2023-03-01-preview", "2022-12-01", "2022-11-01-preview", "2022-09-01",
+    "2022-06-01", "2022-05-01", "2022-03-01-preview", "2022-01-01", "2021-04-01", "2021-01-01", "2020-10-01",
+    "2020-09-01", "2020-08-01", "2020-07-01", "2020-06-01", "2020-05-01", "2020-01-01", "2019-11-01", "2019-10-01",
+    "2019-09-01", "2019-08-01", "2019-07-01", "2019-06-01", "2019-05-10", "2019-05-01", "2019-03-01", "2018-11-01",
+    "2018-09-01", "2018-08-01", "2018-07-01", "2018-06-01", "2018-05-01", "2018-02-01", "2018-01-01", "2017-12-01",
+    "2017-08-01", "2017-06-01", "2017-05-10", "2017-05-01", "2017-03-01", "2016-09-01", "2016-07-01", "2016-06-01",
+    "2016-02-01", "2015-11-01", "2015-01-01", "2014-04-01-preview", "2014-04-01", "2014-01-01", "2013-03-01",
+    "2014-02-26", "2014-04",
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -69,24 +83,6 @@ def check_location_unchanged(existing: dict[str, Any] | None, location: str, res
             f"'{resource_group}'. A resource with the same name cannot be created in location "
             f"'{normalize_location(location)}'. Please select a new resource name.",
         )
-
-
-def api_version_at_least(request: Request, state: State, floor: str, resource_type: str) -> str:
-    """Accept any dated api-version from ``floor`` on: resource providers add versions faster than a fixed list
-    could follow, and the SDKs pin the newest. UNVERIFIED: the exact set each provider registers. Refusals use
-    ARM's codes: InvalidApiVersionParameter for a malformed value, NoRegisteredProviderFound for an unknown one."""
-    version = require_api_version(request)
-    found = _DATED_VERSION.match(version)
-    if not found:
-        raise ArmError(400, "InvalidApiVersionParameter", f"The api-version '{version}' is invalid.")
-    if found.group(1) < floor:
-        raise ArmError(
-            400,
-            "NoRegisteredProviderFound",
-            f"No registered resource provider found for location '{state.config.location}' and API version "
-            f"'{version}' for type '{resource_type}'. The supported api-versions are '{floor}' and later.",
-        )
-    return version
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -226,7 +222,7 @@ def _validate_group_payload(payload: Any, existing: dict[str, Any] | None) -> di
 
 @route("PUT", _RESOURCE_GROUP)
 def put_resource_group(request: Request, state: State) -> Response:
-    require_api_version(request)
+    require_arm_api_version(request, RESOURCE_GROUP_API_VERSIONS)
     require_subscription(request, state, request.params["subscription"])
     scope = _resource_group_scope(request)
     authorize(request, state, "Microsoft.Resources/subscriptions/resourceGroups/write", scope)
@@ -241,7 +237,7 @@ def put_resource_group(request: Request, state: State) -> Response:
 
 @route("GET", _RESOURCE_GROUP)
 def get_resource_group(request: Request, state: State) -> Response:
-    require_api_version(request)
+    require_arm_api_version(request, RESOURCE_GROUP_API_VERSIONS)
     require_subscription(request, state, request.params["subscription"])
     authorize(request, state, "Microsoft.Resources/subscriptions/resourceGroups/read", _resource_group_scope(request))
     return Response(200, _stored_group(state, request))
@@ -250,7 +246,7 @@ def get_resource_group(request: Request, state: State) -> Response:
 @route("HEAD", _RESOURCE_GROUP)
 def head_resource_group(request: Request, state: State) -> Response:
     # ResourceGroups_CheckExistence: 204 or 404, no body either way.
-    require_api_version(request)
+    require_arm_api_version(request, RESOURCE_GROUP_API_VERSIONS)
     require_subscription(request, state, request.params["subscription"])
     authorize(request, state, "Microsoft.Resources/subscriptions/resourceGroups/read", _resource_group_scope(request))
     return Response(204 if state.get(_resource_group_scope(request)) else 404)
@@ -259,7 +255,7 @@ def head_resource_group(request: Request, state: State) -> Response:
 @route("PATCH", _RESOURCE_GROUP)
 def patch_resource_group(request: Request, state: State) -> Response:
     # ResourceGroups_Update: only tags (and managedBy) change; a missing key leaves the value alone.
-    require_api_version(request)
+    require_arm_api_version(request, RESOURCE_GROUP_API_VERSIONS)
     require_subscription(request, state, request.params["subscription"])
     scope = _resource_group_scope(request)
     authorize(request, state, "Microsoft.Resources/subscriptions/resourceGroups/write", scope)
@@ -276,7 +272,7 @@ def patch_resource_group(request: Request, state: State) -> Response:
 def delete_resource_group(request: Request, state: State) -> Response:
     # ARM deletes a resource group asynchronously: 202 + Location (operationresults), which answers 202 while
     # running and 200 when done. Here the delete is immediate, so the first poll already says 200.
-    version = require_api_version(request)
+    version = require_arm_api_version(request, RESOURCE_GROUP_API_VERSIONS)
     subscription = request.params["subscription"]
     require_subscription(request, state, subscription)
     scope = _resource_group_scope(request)
@@ -307,7 +303,7 @@ def get_operation_result(request: Request, state: State) -> Response:
 
 @route("GET", _SUBSCRIPTION + r"/resourcegroups")
 def list_resource_groups(request: Request, state: State) -> Response:
-    require_api_version(request)
+    require_arm_api_version(request, RESOURCE_GROUP_API_VERSIONS)
     require_subscription(request, state, request.params["subscription"])
     groups = state.find(lambda key, body: body.get("type") == RESOURCE_GROUP_TYPE)
     visible = [

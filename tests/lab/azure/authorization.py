@@ -11,7 +11,7 @@ import re
 import uuid
 from typing import Any
 
-from .common import require_api_version, require_resource_group, require_subscription, utcnow_iso
+from .common import require_global_api_version, require_resource_group, require_subscription, utcnow_iso
 from .server import ArmError, Request, Response, route
 from .state import State, seeder
 
@@ -19,6 +19,27 @@ PROVIDER = "/providers/Microsoft.Authorization"
 ASSIGNMENT_TYPE = "Microsoft.Authorization/roleAssignments"
 DEFINITION_TYPE = "Microsoft.Authorization/roleDefinitions"
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+_NAMESPACE = "Microsoft.Authorization"
+# api-versions of the roleAssignments routes (azure-behaviour §1): the folders of specification/authorization/
+# resource-manager/Microsoft.Authorization/Authorization/{stable,preview}/ that hold an
+# authorization-RoleAssignmentsCalls.json. ARM's manifest has carried further versions no spec folder has (its 2018-2021
+# refusals list 2014-04-01-preview ... 2021-04-01-preview, Azure/azure-sdk-for-go#16699); whether it still does is
+# UNVERIFIED, so the lab keeps to the spec.
+ROLE_ASSIGNMENT_API_VERSIONS = (
+    "2015-07-01",
+    "2017-10-01-preview",
+    "2018-01-01-preview",
+    "2018-09-01-preview",
+    "2020-03-01-preview",
+    "2020-04-01-preview",
+    "2020-08-01-preview",
+    "2020-10-01-preview",
+    "2022-04-01",
+    "2026-08-01",
+)
+# api-versions of the roleDefinitions routes: the folders of the same spec that hold an
+# authorization-RoleDefinitionsCalls.json (the Azure CLI reads definitions with 2022-05-01-preview).
+ROLE_DEFINITION_API_VERSIONS = ("2015-07-01", "2018-01-01-preview", "2022-04-01", "2022-05-01-preview")
 
 # Built-in roles, copied from the generated role reference (MicrosoftDocs/azure-docs
 # articles/role-based-access-control/built-in-roles/{privileged,general,security,identity}.md). GUIDs are the same
@@ -299,7 +320,7 @@ def _parse_definition_filter(text: str) -> list[tuple[str, str]]:
 
 @route("GET", rf"(?P<scope>.*){PROVIDER}/roleDefinitions")
 def list_role_definitions(request: Request, state: State) -> Response:
-    require_api_version(request)
+    require_global_api_version(request, ROLE_DEFINITION_API_VERSIONS, _NAMESPACE, "roleDefinitions")
     scope = _scope(request, state)
     _authorize_definition_read(request, state, scope)
     _check_scope(request, state, scope)
@@ -315,7 +336,7 @@ def list_role_definitions(request: Request, state: State) -> Response:
 
 @route("GET", rf"(?P<scope>.*){PROVIDER}/roleDefinitions/(?P<name>[^/]+)")
 def get_role_definition(request: Request, state: State) -> Response:
-    require_api_version(request)
+    require_global_api_version(request, ROLE_DEFINITION_API_VERSIONS, _NAMESPACE, "roleDefinitions")
     scope = _scope(request, state)
     _authorize_definition_read(request, state, scope)
     _check_scope(request, state, scope)
@@ -411,7 +432,7 @@ def _same_assignment(a: dict[str, Any], scope: str, principal_id: str, role_guid
 
 @route("PUT", rf"(?P<scope>.*){PROVIDER}/roleAssignments/(?P<name>[^/]+)")
 def create_role_assignment(request: Request, state: State) -> Response:
-    require_api_version(request)
+    require_global_api_version(request, ROLE_ASSIGNMENT_API_VERSIONS, _NAMESPACE, "roleAssignments")
     scope = _scope(request, state)
     name = request.params["name"]
     assignment_id = _assignment_id(scope, name)
@@ -478,7 +499,7 @@ def create_role_assignment(request: Request, state: State) -> Response:
 
 @route("GET", rf"(?P<scope>.*){PROVIDER}/roleAssignments/(?P<name>[^/]+)")
 def get_role_assignment(request: Request, state: State) -> Response:
-    require_api_version(request)
+    require_global_api_version(request, ROLE_ASSIGNMENT_API_VERSIONS, _NAMESPACE, "roleAssignments")
     scope = _scope(request, state)
     assignment_id = _assignment_id(scope, request.params["name"])
     authorize(request, state, "Microsoft.Authorization/roleAssignments/read", assignment_id)
@@ -492,7 +513,7 @@ def get_role_assignment(request: Request, state: State) -> Response:
 
 @route("DELETE", rf"(?P<scope>.*){PROVIDER}/roleAssignments/(?P<name>[^/]+)")
 def delete_role_assignment(request: Request, state: State) -> Response:
-    require_api_version(request)
+    require_global_api_version(request, ROLE_ASSIGNMENT_API_VERSIONS, _NAMESPACE, "roleAssignments")
     scope = _scope(request, state)
     assignment_id = _assignment_id(scope, request.params["name"])
     authorize(request, state, "Microsoft.Authorization/roleAssignments/delete", assignment_id)
@@ -538,7 +559,7 @@ def _list_assignments(request: Request, state: State, scope: str) -> Response:
 
 @route("GET", rf"(?P<scope>.*){PROVIDER}/roleAssignments")
 def list_role_assignments(request: Request, state: State) -> Response:
-    require_api_version(request)
+    require_global_api_version(request, ROLE_ASSIGNMENT_API_VERSIONS, _NAMESPACE, "roleAssignments")
     return _list_assignments(request, state, _scope(request, state))
 
 

@@ -144,9 +144,19 @@ def _require_tenant(request: Request, state: State, error: str) -> str:
     return state.config.tenant_id
 
 
+# The tenant-independent authorities also publish a discovery document, whose issuer holds the placeholder
+# "{tenantid}" (https://learn.microsoft.com/entra/identity-platform/v2-protocols-oidc, "Find your app's OpenID
+# configuration document URI"); MSAL reads it when an app is built on one, as `az logout` does with /organizations.
+MULTI_TENANT_AUTHORITIES = ("common", "organizations", "consumers")
+
+
 @route("GET", r"/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration", plane="entra", auth=None)
 def openid_configuration(request: Request, state: State) -> Response:
-    tenant = _require_tenant(request, state, "invalid_tenant")
+    alias = request.params["tenant"].lower()
+    if alias in MULTI_TENANT_AUTHORITIES:
+        tenant, issuer_tenant = alias, "{tenantid}"
+    else:
+        tenant = issuer_tenant = _require_tenant(request, state, "invalid_tenant")
     base = f"{state.config.base_url}/{tenant}"
     # The v2.0 document as MSAL logs it (Azure/azure-workload-identity#682), re-hosted on the emulator. MSAL reads
     # authorization_endpoint, token_endpoint, issuer and device_authorization_endpoint (msal/authority.py).
@@ -161,7 +171,7 @@ def openid_configuration(request: Request, state: State) -> Response:
             "id_token_signing_alg_values_supported": ["RS256"],
             "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "issuer": f"{base}/v2.0",
+            "issuer": f"{state.config.base_url}/{issuer_tenant}/v2.0",
             "request_uri_parameter_supported": False,
             "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
             "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",

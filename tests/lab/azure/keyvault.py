@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .arm import check_location_unchanged, normalize_location
-from .authorization import authorize, data_action_allowed
-from .common import require_api_version, require_resource_group, require_subscription, resource_not_found
+from .authorization import assign_role, authorize, data_action_allowed
+from .common import require_provider_api_version, require_resource_group, require_subscription, resource_not_found
 from .server import ArmError, Request, Response, route
 from .state import State, seeder
 
@@ -30,6 +30,24 @@ _PERMISSION_KINDS = ("keys", "secrets", "certificates", "storage")
 ALL_SECRET_PERMISSIONS = ["get", "list", "set", "delete", "backup", "restore", "recover", "purge"]
 _SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")  # secrets.json SetSecret pattern (azure-behaviour §1)
 _SERVICE_VERSION = "1.9.2203.1"  # x-ms-keyvault-service-version recorded in 2025 (azure-behaviour §7)
+# api-versions of the Microsoft.KeyVault/vaults routes (azure-behaviour §1): the version folders of specification/
+# keyvault/resource-manager/Microsoft.KeyVault/KeyVault/{stable,preview}/ whose spec has the vaults paths
+# (keyvault.json up to 2025-05-01, openapi.json from then on; the folders the readme.md tags name).
+VAULT_API_VERSIONS = (
+    "2015-06-01", "2016-10-01", "2018-02-14", "2018-02-14-preview", "2019-09-01", "2020-04-01-preview",
+    "2021-04-01-preview", "2021-06-01-preview", "2021-10-01", "2021-11-01-preview", "2022-02-01-preview",
+    "2022-07-01", "2022-11-01", "2023-02-01", "2023-07-01", "2024-04-01-preview", "2024-11-01", "2024-12-01-preview",
+    "2025-05-01", "2026-02-01", "2026-04-01", "2026-04-01-preview", "2026-05-15",
+)  # fmt: skip
+# api-versions of the secrets data plane: the folders of specification/keyvault/data-plane/Secrets/{stable,preview}/
+# with a secrets.json, and before that split those of data-plane/Microsoft.KeyVault/{stable,preview}/ (secrets.json
+# from 7.1 on, keyvault.json for 2015-06-01, 2016-10-01 and 7.0). azure-keyvault-secrets 4.12 sends 2026-04-01.
+SECRET_API_VERSIONS = (
+    "2015-06-01", "2016-10-01", "7.0", "7.1", "7.2-preview", "7.2", "7.3-preview", "7.3", "7.4-preview.1", "7.4",
+    "7.5-preview.1", "7.5", "7.6-preview.1", "7.6-preview.2", "7.6", "2025-06-01-preview", "2025-07-01",
+    "2026-01-01-preview", "2026-03-01-preview", "2026-04-01", "2026-05-01-preview", "2026-07-01-preview",
+)  # fmt: skip
+LATEST_SECRET_API_VERSION = "2026-04-01"  # the newest stable one: what the refusal recommends
 
 
 # ================================================================================================ management plane
@@ -116,10 +134,10 @@ def _vault_or_404(request: Request, state: State) -> dict[str, Any]:
     return found
 
 
-def _prepare(request: Request, state: State, action: str) -> str:
+def _prepare(request: Request, state: State, action: str, resource_type: str = "vaults") -> str:
     """ARM's checks before the provider sees the call: api-version, subscription, then RBAC (resource-group and
     vault existence come after, so an unauthorized caller learns nothing about them)."""
-    require_api_version(request)
+    require_provider_api_version(request, state, VAULT_API_VERSIONS, resource_type)
     p = request.params
     require_subscription(request, state, p["sub"])
     resource_id = (
@@ -247,7 +265,7 @@ def list_vaults_by_resource_group(request: Request, state: State) -> Response:
 
 @route("GET", r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.KeyVault/vaults")
 def list_vaults_by_subscription(request: Request, state: State) -> Response:
-    require_api_version(request)
+    require_provider_api_version(request, state, VAULT_API_VERSIONS, "vaults")
     require_subscription(request, state, request.params["sub"])
     authorize(request, state, "Microsoft.KeyVault/vaults/read", f"/subscriptions/{request.params['sub']}")
     prefix = f"/subscriptions/{request.params['sub']}/".lower()
@@ -292,7 +310,7 @@ def _apply_policy_change(policies: list[dict[str, Any]], change: dict[str, Any],
 
 @route("PUT", _VAULT_PATH + r"/accessPolicies/(?P<kind>[^/]+)")
 def update_access_policy(request: Request, state: State) -> Response:
-    resource_id = _prepare(request, state, "Microsoft.KeyVault/vaults/accessPolicies/write")
+    resource_id = _prepare(request, state, "Microsoft.KeyVault/vaults/accessPolicies/write", "vaults/accessPolicies")
     kind = request.params["kind"].lower()
     if kind not in ("add", "replace", "remove"):
         raise ArmError(400, "BadRequest", f"The operation kind '{request.params['kind']}' is not valid.")  # UNVERIFIED
@@ -339,6 +357,15 @@ def vault_route(methods: str | tuple[str, ...], pattern: str) -> Callable:
                 # UNVERIFIED wording of both: Azure answers an unknown vault with a DNS failure, not HTTP.
                 if not request.api_version:
                     raise ArmError(400, "BadParameter", "The 'api-version' query parameter is missing.")
+                if request.api_version not in SECRET_API_VERSIONS:
+                    # Key Vault's own refusal, as quoted in Azure/azure-sdk-for-python#28595 and
+                    # Azure/azure-sdk-for-net#14789 (azure-behaviour §1).
+                    raise ArmError(
+                        400,
+                        "BadParameter",
+                        f"The specified version ({request.api_version}) is not recognized. Consider using the latest "
+                        f"supported version ({LATEST_SECRET_API_VERSION}).",
+                    )
                 if vault is None:
                     raise ArmError(404, "VaultNotFound", f"The vault '{request.vault}' was not found.")
                 response = handler(request, state, vault)
@@ -655,6 +682,17 @@ def _seed_vaults(state: State) -> None:
             resource_id,
             build_vault(state, resource_id, name, config.location, {}, properties, _system_data(None, None)),
         )
+        role = seed.get("rbac_vault_deployer_role")
+        if rbac and role and seed.get("deployer_object_id"):
+            # The walk-through's self-assignment (seed.py): at the vault, effective at once, a fixed name per deployer.
+            assign_role(
+                state,
+                resource_id,
+                seed["deployer_object_id"],
+                role,
+                name=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{resource_id.lower()}/{role}/{seed['deployer_object_id']}")),
+                effective_now=True,
+            )
         now = int(state.now())
         state.secrets[name.lower()] = {
             seed["secret_name"].lower(): [

@@ -17,15 +17,25 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .arm import authorize, check_location_unchanged, delete_resource_tree, is_authorized, normalize_location
-from .common import require_api_version, require_resource_group, require_subscription, resource_id, resource_not_found
+from .common import (
+    require_provider_api_version,
+    require_resource_group,
+    require_subscription,
+    resource_id,
+    resource_not_found,
+)
 from .server import ArmError, Request, Response, route
 from .state import State
 from .throttle import limit, per_second
 
 IDENTITY_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
 FIC_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials"
-# Stable 2018-11-30, 2023-01-31, 2024-11-30; previews older clients still send (azure-behaviour §1).
+# api-versions of the userAssignedIdentities routes (azure-behaviour §1): the version folders of specification/msi/
+# resource-manager/Microsoft.ManagedIdentity/ManagedIdentity/{stable,preview}/ (each with a ManagedIdentity.json; the
+# older layout has the same under Microsoft.ManagedIdentity/{stable,preview}/). The Azure CLI 2.91 identity commands
+# send 2025-05-31-preview; azure-mgmt-msi 7.1 sends 2024-11-30.
 IDENTITY_API_VERSIONS = (
+    "2015-08-31-preview",
     "2018-11-30",
     "2021-09-30-preview",
     "2022-01-31-preview",
@@ -33,8 +43,22 @@ IDENTITY_API_VERSIONS = (
     "2023-07-31-preview",
     "2024-11-30",
     "2025-01-31-preview",
+    "2025-05-31-preview",
+    "2026-04-30",
+    "2026-05-31",
 )
-FIC_API_VERSIONS = ("2022-01-31-preview", "2023-01-31", "2023-07-31-preview", "2024-11-30", "2025-01-31-preview")
+# api-versions of the federatedIdentityCredentials routes: the same folders from 2022-01-31-preview on, the first
+# whose ManagedIdentity.json (and examples/FederatedIdentityCredential*.json) has the child type.
+FIC_API_VERSIONS = (
+    "2022-01-31-preview",
+    "2023-01-31",
+    "2023-07-31-preview",
+    "2024-11-30",
+    "2025-01-31-preview",
+    "2025-05-31-preview",
+    "2026-04-30",
+    "2026-05-31",
+)
 MAX_CREDENTIALS_PER_IDENTITY = 20  # Entra docs: workload-identity-federation-considerations (azure-behaviour §4)
 MAX_PROPERTY_LENGTH = 600  # issuer, subject and audience (azure-behaviour §4)
 _FIC_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$")  # spec pattern: 3-120, first character alphanumeric
@@ -57,9 +81,20 @@ def _identity_id(request: Request, state: State) -> str:
     )
 
 
+# The type as ARM names it in NoRegisteredProviderFound (the path below the namespace).
+_RESOURCE_TYPES = {
+    IDENTITY_API_VERSIONS: "userAssignedIdentities",
+    FIC_API_VERSIONS: "userAssignedIdentities/federatedIdentityCredentials",
+}
+
+
+def _api_version(request: Request, state: State, versions: tuple[str, ...]) -> str:
+    return require_provider_api_version(request, state, versions, _RESOURCE_TYPES[versions])
+
+
 def _prologue(request: Request, state: State, action: str, scope: str, versions: tuple[str, ...]) -> None:
     """api-version, subscription, RBAC, resource group: ARM's checks before the provider sees the call."""
-    require_api_version(request, versions)
+    _api_version(request, state, versions)
     require_subscription(request, state, request.params["subscription"])
     authorize(request, state, action, scope)
     require_resource_group(request, state, request.params["subscription"], request.params["resource_group"])
@@ -168,7 +203,7 @@ def _readable(request: Request, state: State, found: list[dict[str, Any]]) -> Re
 
 @route("GET", _IDENTITIES)
 def list_identities_in_group(request: Request, state: State) -> Response:
-    require_api_version(request, IDENTITY_API_VERSIONS)
+    _api_version(request, state, IDENTITY_API_VERSIONS)
     require_resource_group(request, state, request.params["subscription"], request.params["resource_group"])
     prefix = resource_id(state.config.subscription_id, request.params["resource_group"], IDENTITY_TYPE, "").lower()
     return _readable(
@@ -178,7 +213,7 @@ def list_identities_in_group(request: Request, state: State) -> Response:
 
 @route("GET", _SUBSCRIPTION + r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities")
 def list_identities_in_subscription(request: Request, state: State) -> Response:
-    require_api_version(request, IDENTITY_API_VERSIONS)
+    _api_version(request, state, IDENTITY_API_VERSIONS)
     require_subscription(request, state, request.params["subscription"])
     return _readable(request, state, state.find(lambda key, body: body.get("type") == IDENTITY_TYPE))
 

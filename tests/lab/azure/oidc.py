@@ -81,14 +81,19 @@ def _apiserver_keys(state: State) -> bytes:
     return payload
 
 
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+# AKS's issuer path is /{tenant-id}/{guid}/ (azure-behaviour §5); its documents hang below it. state.plane_of sends
+# paths whose first two segments are GUIDs here, so Entra's /{tenant}/oauth2/... never reach this route.
 @route(
     "GET",
-    r"/oidc/(?P<issuer_path>.*?)(?P<document>\.well-known/openid-configuration|openid/v1/jwks)",
+    rf"(?P<issuer_path>/{_GUID}/{_GUID}/)(?P<document>\.well-known/openid-configuration|openid/v1/jwks)",
     plane="oidc",
     auth=None,
 )
 def get_issuer_document(request: Request, state: State) -> Response:
-    issuer = _published_issuer(state, "/oidc/" + request.params.get("issuer_path", ""))
+    issuer = _published_issuer(state, request.params["issuer_path"])
     if issuer is None:  # unknown issuer, or one that is disabled / not yet published
         raise ArmError(404, "NotFound", f"No OIDC issuer document at '{request.path}'.")  # UNVERIFIED wording
     if request.params["document"].lower() == _DISCOVERY:

@@ -7,6 +7,7 @@ Resources are stored exactly as a GET returns them (the JSON body), so reads are
 from __future__ import annotations
 
 import copy
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,11 @@ from .tokens import TokenError, TokenIssuer, utc
 # Fixed identifiers of the lab's world, so docs and vars files can name them; secrets are random per start.
 DEFAULT_TENANT = "72f988bf-0000-4000-8000-00000000a11b"
 DEFAULT_SUBSCRIPTION = "00000000-0000-4000-8000-00000000a11b"
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # matched lower-cased
+# Key Vault's token audience in the public cloud (Key Vault docs, "Authentication, requests and responses"; azure-
+# behaviour §7): lab vaults take tokens for it besides their own, so clients configured with the public cloud's Key
+# Vault scope work against the lab too. The slash form is taken as well (UNVERIFIED whether Azure's vaults do).
+PUBLIC_VAULT_AUDIENCES = ("https://vault.azure.net", "https://vault.azure.net/")
 
 
 @dataclass
@@ -199,9 +205,11 @@ class State:
         lowered = path.lower()
         if lowered.startswith("/_lab/") or lowered == "/_lab":
             return "lab", None
-        if lowered.startswith("/oidc/"):
-            return "oidc", None
         parts = lowered.strip("/").split("/")
+        # An AKS issuer's path is /{tenant-id}/{guid}/ (azure-behaviour §5): two GUIDs. Entra's paths after the tenant
+        # are words (oauth2, v2.0, discovery), and ARM's start with a word (subscriptions, providers, metadata).
+        if len(parts) >= 2 and _GUID.match(parts[0]) and _GUID.match(parts[1]):
+            return "oidc", None
         if len(parts) >= 2 and (parts[1] in ("oauth2", "v2.0", "discovery") or parts[:2] == ["common", "discovery"]):
             return "entra", None
         return "arm", None
@@ -264,7 +272,7 @@ class State:
             claims = self.tokens.decode(token)
         except Exception:
             raise TokenError(unauthorized("AKV10001: Invalid token.")) from None  # UNVERIFIED wording
-        if claims["aud"].rstrip("/") != self.config.vault_audience:
+        if claims["aud"].rstrip("/") != self.config.vault_audience and claims["aud"] not in PUBLIC_VAULT_AUDIENCES:
             raise TokenError(
                 unauthorized(
                     f"AKV10022: Invalid audience. Expected {self.config.vault_audience}, found: {claims['aud']}."

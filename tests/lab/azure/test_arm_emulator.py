@@ -185,7 +185,7 @@ def _wait_for_operation(http: requests.Session, url: str, timeout: float = 10.0)
 
 def _wire_seed_cluster(emulator: RunningEmulator, apiserver_url: str | None = None) -> str:
     """Wire the seed cluster to a kube-apiserver, as the lab does; returns the issuer URL it will publish."""
-    issuer = f"{emulator.base_url}/oidc/{emulator.config.tenant_id}/{emulator.seed['cluster_issuer_uuid']}/"
+    issuer = f"{emulator.base_url}/{emulator.config.tenant_id}/{emulator.seed['cluster_issuer_uuid']}/"
     emulator.state.config.wired_clusters = [[emulator.seed["resource_group"].upper(), emulator.seed["cluster"]]]
     emulator.state.config.kube_issuer_url = issuer
     emulator.state.config.kube_apiserver_url = apiserver_url
@@ -243,8 +243,10 @@ def test_arm_requires_a_valid_token_and_api_version(emulator, http):
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "AuthenticationFailed"
     missing = http.get(_cluster_url(emulator).split("?", maxsplit=1)[0])
     assert _error(missing)[:2] == (400, "MissingApiVersionParameter")
-    old = http.get(_cluster_url(emulator).replace(AKS_API, "2019-06-01"))
-    assert _error(old)[:2] == (400, "NoRegisteredProviderFound")
+    old = http.get(_cluster_url(emulator).replace(AKS_API, "2019-06-01"))  # old, but published: accepted
+    assert old.status_code == 200
+    unknown = http.get(_cluster_url(emulator).replace(AKS_API, "2019-06-02"))
+    assert _error(unknown)[:2] == (400, "NoRegisteredProviderFound")
     assert _error(http.get(_cluster_url(emulator).replace(AKS_API, "latest")))[:2] == (
         400,
         "InvalidApiVersionParameter",
@@ -431,7 +433,7 @@ def test_new_cluster_with_oidc_and_workload_identity_gets_an_aks_shaped_issuer(e
         emulator.seed["resource_group"], "aks-wi", cluster, polling_interval=0.1
     ).result()
     issuer = result.oidc_issuer_profile.issuer_url
-    prefix = f"{emulator.base_url}/oidc/{emulator.config.tenant_id}/"
+    prefix = f"{emulator.base_url}/{emulator.config.tenant_id}/"  # AKS: https://{region}.oic.../{tenant}/{guid}/
     assert issuer.startswith(prefix) and issuer.endswith("/") and uuid.UUID(issuer[len(prefix) : -1])
     assert result.security_profile.workload_identity.enabled is True
     # The issuer never changes for the life of the cluster.
@@ -545,9 +547,9 @@ def test_unwired_issuer_serves_discovery_and_an_empty_key_set(emulator, aks, htt
         "id_token_signing_alg_values_supported": ["RS256"],
     }
     assert anonymous.get(discovery.json()["jwks_uri"]).json() == {"keys": []}
-    unknown = f"{emulator.base_url}/oidc/{emulator.config.tenant_id}/{uuid.uuid4()}/.well-known/openid-configuration"
+    unknown = f"{emulator.base_url}/{emulator.config.tenant_id}/{uuid.uuid4()}/.well-known/openid-configuration"
     assert anonymous.get(unknown).status_code == 404
-    disabled = f"{emulator.base_url}/oidc/{emulator.config.tenant_id}/{emulator.seed['cluster_issuer_uuid']}/.well-known/openid-configuration"
+    disabled = f"{emulator.base_url}/{emulator.config.tenant_id}/{emulator.seed['cluster_issuer_uuid']}/.well-known/openid-configuration"
     assert anonymous.get(disabled).status_code == 404  # the seed cluster's issuer is off
 
 

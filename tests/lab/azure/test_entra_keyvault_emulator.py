@@ -288,6 +288,19 @@ def test_tenant_discovery_document_points_at_the_emulator(emulator):
     assert bad.status_code == 400 and bad.json()["error_codes"] == [90002]
 
 
+@pytest.mark.parametrize("alias", ["common", "organizations", "consumers"])
+def test_multi_tenant_authorities_publish_discovery_with_the_tenant_placeholder(emulator, alias):
+    import requests
+
+    doc = requests.get(
+        f"{emulator.base_url}/{alias}/v2.0/.well-known/openid-configuration",
+        verify=str(emulator.ca_file),
+        timeout=10,
+    ).json()
+    assert doc["issuer"] == f"{emulator.base_url}/{{tenantid}}/v2.0"
+    assert doc["token_endpoint"] == f"{emulator.base_url}/{alias}/oauth2/v2.0/token"
+
+
 # ---------------------------------------------------------------------------------------------- Entra: federation
 def test_workload_identity_exchange_succeeds_for_matching_credential(emulator, issuers, tmp_path):
     identity = create_identity(emulator, "id-wi", issuers.issuer())

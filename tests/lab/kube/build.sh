@@ -37,10 +37,10 @@ fi
 # CI may point these at cached folders; otherwise keep everything inside the ignored build folder.
 export GOCACHE="${GOCACHE:-$build_dir/go-cache}"
 export GOMODCACHE="${GOMODCACHE:-$build_dir/go-mod}"
-export CGO_ENABLED=0  # as upstream builds kube-apiserver (kube-testenv.md §1.4)
+export CGO_ENABLED=0  # as upstream builds kube-apiserver (docs/lab.md §1.4)
 
 # Stamp /version with the real release: without it gitVersion is "v0.0.0-master+$Format:%H$", which the
-# Azure Workload Identity webhook fails to parse as semver (kube-testenv.md §1.4, §5).
+# Azure Workload Identity webhook fails to parse as semver (docs/lab.md §1.4, §5).
 version="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v1\./ {print $2; exit}' "$here/go.mod")"
 minor="$(cut -d. -f2 <<<"$version")"
 ldflags="-s -w"

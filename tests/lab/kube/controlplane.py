@@ -173,7 +173,7 @@ def _stop_one(pid_file: Path) -> None:
         return
     if not _exited(pid):
         # SIGTERM: graceful apiserver shutdown, then kube-testenv closes its embedded etcd. A second signal
-        # would make the apiserver exit at once (kube-testenv.md §1.1), so escalate straight to SIGKILL.
+        # would make the apiserver exit at once (docs/lab.md §1.1), so escalate straight to SIGKILL.
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         if not _wait_exit(pid, _STOP_GRACE_SECONDS):
@@ -216,7 +216,7 @@ def _write_public_key(private_key_path: Path, public_key_path: Path) -> None:
 
 
 def _apiserver_args(port: int, pki: Path, ca: KeyPair, issuer_url: str, jwks_uri: str) -> list[str]:
-    """kube-apiserver flags: envtest's defaults plus the lab's own PKI and issuer (kube-testenv.md §3.1, §3.2)."""
+    """kube-apiserver flags: envtest's defaults plus the lab's own PKI and issuer (docs/lab.md §3.1, §3.2)."""
     return [
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
@@ -231,7 +231,7 @@ def _apiserver_args(port: int, pki: Path, ca: KeyPair, issuer_url: str, jwks_uri
         # No controller-manager creates `default` service accounts, so the plugin would reject every pod.
         "--disable-admission-plugins=ServiceAccount",
         # The issuer is hosted by another lab server (the emulated AKS OIDC endpoint); --api-audiences stays
-        # unset so api://AzureADTokenExchange tokens cannot authenticate to this apiserver (§3.2).
+        # unset so api://AzureADTokenExchange tokens cannot authenticate to this apiserver (docs/lab.md §3.2).
         f"--service-account-issuer={issuer_url}",
         f"--service-account-jwks-uri={jwks_uri}",
         f"--service-account-key-file={pki / 'sa.pub'}",
@@ -409,7 +409,7 @@ def _apply_lab_objects(admin_kubeconfig: Path, namespace: str) -> None:
     with config.new_client_from_config(config_file=str(admin_kubeconfig)) as api:
         rbac = client.RbacAuthorizationV1Api(api)
         # Entra (and the lab's emulator) fetch the OIDC discovery document and JWKS without credentials; the
-        # bootstrap policy binds the discovery role only to system:serviceaccounts (kube-testenv.md §4).
+        # bootstrap policy binds the discovery role only to system:serviceaccounts (docs/lab.md §4).
         rbac.create_cluster_role_binding(
             {
                 "metadata": {"name": "lab-oidc-discovery-anonymous"},
@@ -441,7 +441,7 @@ def _apply_lab_objects(admin_kubeconfig: Path, namespace: str) -> None:
 
 
 def _launch_envtest(workdir: Path, binaries: dict, apiserver_args: list[str], timeout: float) -> list:
-    """Separate etcd and kube-apiserver processes, etcd flagged as envtest does (kube-testenv.md §2)."""
+    """Separate etcd and kube-apiserver processes, etcd flagged as envtest does (docs/lab.md §2)."""
     client_url, peer_url = f"http://127.0.0.1:{_free_port()}", f"http://127.0.0.1:{_free_port()}"
     etcd_args = [
         str(binaries["etcd"]),

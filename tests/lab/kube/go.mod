@@ -153,7 +153,7 @@ require (
 )
 
 // k8s.io/kubernetes requires every staging module at v0.0.0 and resolves them with ./staging replaces,
-// which only apply in its own main module; each needs a pin to v0.36.3 here (kube-testenv.md §1.2).
+// which only apply in its own main module; each needs a pin to v0.36.3 here (docs/lab.md §1.2).
 replace (
 	k8s.io/api => k8s.io/api v0.36.3
 	k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.36.3

@@ -1,5 +1,5 @@
 // Command kube-testenv is the lab's Kubernetes control plane: an embedded etcd plus the real
-// kube-apiserver from k8s.io/kubernetes, in one process (kube-testenv.md TL;DR, §2).
+// kube-apiserver from k8s.io/kubernetes, in one process (docs/lab.md §1, §2).
 //
 // Usage:
 //
@@ -8,7 +8,7 @@
 //	kube-testenv kube-apiserver <apiserver flags>   a plain kube-apiserver (needs --etcd-servers)
 //
 // When invoked through a link named "etcd" or "kube-apiserver" it acts as that binary, so a folder of
-// two links can serve as KUBEBUILDER_ASSETS (kube-testenv.md §3.1, §6).
+// two links can serve as KUBEBUILDER_ASSETS (docs/lab.md §3.1, §6).
 package main
 
 import (
@@ -69,7 +69,7 @@ func runCombined(args []string) int {
 	}
 
 	// Construct the apiserver command first: NewAPIServerCommand installs the process's one and only
-	// SIGTERM/SIGINT handler (SetupSignalContext may run once per process, kube-testenv.md §1.1), and its
+	// SIGTERM/SIGINT handler (SetupSignalContext may run once per process, docs/lab.md §1.1), and its
 	// context lets a signal that arrives while etcd is still starting end the process cleanly too.
 	command := app.NewAPIServerCommand()
 	stopping := command.Context()
@@ -107,7 +107,7 @@ func runCombined(args []string) int {
 }
 
 // startEtcd starts a single-member etcd on loopback, configured as k8s.io/apiserver's own etcd3
-// testserver does (kube-testenv.md §2): no fsync, since the lab's data is disposable.
+// testserver does (docs/lab.md §2): no fsync, since the lab's data is disposable.
 func startEtcd(dataDir string, clientPort, peerPort int, logLevel string) (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "lab"

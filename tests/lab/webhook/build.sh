@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Build the real Azure Workload Identity mutating webhook (github.com/Azure/azure-workload-identity/cmd/webhook,
-# v1.6.0) to tests/lab/.build/bin/azure-wi-webhook with `go install`, from this folder's own module: never mixed
-# with the kube-testenv module, since it pins client-go 0.31 / controller-runtime 0.19 (kube-testenv.md §5).
-# Cold: a few minutes on 2 cores; with warm Go caches: seconds; when up to date: nothing.
+# Build the real Azure Workload Identity mutating webhook (github.com/Azure/azure-workload-identity v1.6.0) to
+# tests/lab/.build/bin/azure-wi-webhook with `go build`, from this folder's own module: never mixed with the
+# kube-testenv module, since it pins client-go 0.31 / controller-runtime 0.19 (docs/lab.md §5).
+# Cold: a few minutes on 2 cores; with warm Go caches: well under a minute; when up to date: nothing.
+#
+# The main package is ./cmd/lab-webhook, not upstream's cmd/webhook: upstream's main has no flag for the webhook
+# port (always :9443), so one lab per machine could run it; ours wires upstream's unchanged pkg/webhook the same
+# way and adds --webhook-host/--webhook-port (docs/lab.md §5).
 #
 # Why a module here rather than `go install github.com/Azure/azure-workload-identity/cmd/webhook@v1.6.0`: the
 # module proxy this project reaches refuses monis.app/mlog (403), and `pkg@version` also looks up the module's
@@ -11,13 +15,14 @@
 set -euo pipefail
 
 # Pinned in go.mod: v1.6.0 mounts the token at /var/run/secrets/azure/wi/token/, v1.5.x at
-# /var/run/secrets/azure/tokens/ (kube-testenv.md §5); tests/lab/test_webhook.py asserts the v1.6.0 layout.
+# /var/run/secrets/azure/tokens/ (docs/lab.md §5); tests/lab/test_webhook.py asserts the v1.6.0 layout.
 module=github.com/Azure/azure-workload-identity
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build_dir="$(cd "$here/.." && pwd)/.build"
 out="$build_dir/bin/azure-wi-webhook"
-sources=("$here/build.sh" "$here/go.mod" "$here/go.sum" "$here/mlog/go.mod" "$here/mlog/go.sum" "$here/mlog/mlog.go")
+sources=("$here/build.sh" "$here/go.mod" "$here/go.sum" "$here/cmd/lab-webhook/main.go"
+    "$here/mlog/go.mod" "$here/mlog/go.sum" "$here/mlog/mlog.go")
 
 start=$SECONDS
 finish() { echo "azure-wi-webhook: $1 in $((SECONDS - start))s ($out)" >&2; }
@@ -52,18 +57,13 @@ export GOMODCACHE="${GOMODCACHE:-$build_dir/go-mod}"
 export CGO_ENABLED=0
 export GOWORK=off  # a go.work of the caller's must not pull this module into another build list
 
-# go install names the binary after its package folder ("webhook") and may copy it in place; install into a
-# private folder and rename, so a concurrent reader never sees a half-written binary.
-staging="$build_dir/bin/.azure-wi-webhook.gobin"
-rm -rf "$staging"
-mkdir -p "$staging"
+# Build next to the binary and rename, so a concurrent reader never sees a half-written one.
+staging="$build_dir/bin/.azure-wi-webhook.$$"
 version="$(awk '$1 == "'"$module"'" {print $2; exit}' "$here/go.mod")"
-echo "azure-wi-webhook: building $module/cmd/webhook $version (GOCACHE=$GOCACHE)" >&2
+echo "azure-wi-webhook: building ./cmd/lab-webhook with $module $version (GOCACHE=$GOCACHE)" >&2
 cd "$here"
 # BuildVersion is what upstream's Makefile stamps (-X $(REPO)/pkg/version.BuildVersion=...); the webhook sends it
-# in its User-Agent.
-GOBIN="$staging" go install -trimpath -ldflags "-s -w -X $module/pkg/version.BuildVersion=$version" \
-    "$module/cmd/webhook"
-mv -f "$staging/webhook" "$out"
-rmdir "$staging"
+# in its User-Agent (azure-workload-identity/webhook/<version>).
+go build -trimpath -ldflags "-s -w -X $module/pkg/version.BuildVersion=$version" -o "$staging" ./cmd/lab-webhook
+mv -f "$staging" "$out"
 finish "built"

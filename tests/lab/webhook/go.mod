@@ -1,14 +1,20 @@
-// The lab's build of the real Azure Workload Identity mutating webhook (cmd/webhook of the v1.6.0 module), kept
-// apart from ../kube's module: it pins client-go 0.31 / controller-runtime 0.19 (kube-testenv.md §5). build.sh
-// installs it with `go install` from here.
+// The lab's build of the real Azure Workload Identity mutating webhook (v1.6.0): upstream's admission package
+// (pkg/webhook) behind the lab's own entry point, ./cmd/lab-webhook, which adds the --webhook-port flag upstream's
+// cmd/webhook lacks. Kept apart from ../kube's module: it pins client-go 0.31 / controller-runtime 0.19
+// (docs/lab.md §5). build.sh builds it with `go build` from here.
 module aks-wid-lab/webhook
 
 go 1.26.4
 
-tool github.com/Azure/azure-workload-identity/cmd/webhook
+require (
+	github.com/Azure/azure-workload-identity v1.6.0
+	k8s.io/apimachinery v0.31.14
+	k8s.io/client-go v0.31.14
+	monis.app/mlog v0.0.4
+	sigs.k8s.io/controller-runtime v0.19.7
+)
 
 require (
-	github.com/Azure/azure-workload-identity v1.6.0 // indirect
 	github.com/Azure/go-autorest v14.2.0+incompatible // indirect
 	github.com/Azure/go-autorest/autorest v0.11.30 // indirect
 	github.com/Azure/go-autorest/autorest/adal v0.9.23 // indirect
@@ -43,7 +49,7 @@ require (
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect
 	github.com/modern-go/reflect2 v1.0.2 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
-	github.com/open-policy-agent/cert-controller v0.11.0 // indirect
+	github.com/onsi/gomega v1.34.1 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	github.com/prometheus/client_golang v1.23.2 // indirect
 	github.com/prometheus/client_model v0.6.2 // indirect
@@ -59,7 +65,6 @@ require (
 	go.opentelemetry.io/otel/sdk v1.43.0 // indirect
 	go.opentelemetry.io/otel/sdk/metric v1.43.0 // indirect
 	go.opentelemetry.io/otel/trace v1.43.0 // indirect
-	go.uber.org/atomic v1.11.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	golang.org/x/crypto v0.51.0 // indirect
 	golang.org/x/exp v0.0.0-20240719175910-8a7402abbf56 // indirect
@@ -76,13 +81,9 @@ require (
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 	k8s.io/api v0.31.14 // indirect
 	k8s.io/apiextensions-apiserver v0.31.0 // indirect
-	k8s.io/apimachinery v0.31.14 // indirect
-	k8s.io/client-go v0.31.14 // indirect
 	k8s.io/klog/v2 v2.130.1 // indirect
 	k8s.io/kube-openapi v0.0.0-20240430033511-f0e62f92d13f // indirect
 	k8s.io/utils v0.0.0-20240711033017-18e509b52bc8 // indirect
-	monis.app/mlog v0.0.4 // indirect
-	sigs.k8s.io/controller-runtime v0.19.7 // indirect
 	sigs.k8s.io/json v0.0.0-20221116044647-bc3834ca7abd // indirect
 	sigs.k8s.io/structured-merge-diff/v4 v4.4.1 // indirect
 	sigs.k8s.io/yaml v1.4.0 // indirect

@@ -80,14 +80,19 @@ def _raiser(exc):
         ("secret", {"AZURE_SECRET": "awx", "AZURE_CLIENT_SECRET": "identity"}, {}, "awx"),
         ("secret", {"AZURE_CLIENT_SECRET": "identity"}, {}, "identity"),
         ("secret", {"AZURE_SECRET": "awx", "AZURE_CLIENT_SECRET": "identity"}, {"secret": "task"}, "task"),
-        ("tenant", {"AZURE_TENANT": "awx", "AZURE_TENANT_ID": "identity"}, {}, "awx"),
-        ("tenant", {"AZURE_TENANT_ID": "identity"}, {}, "identity"),
-        ("tenant", {"AZURE_TENANT": "awx"}, {"tenant": "task"}, "task"),
+        ("tenant", {"AZURE_TENANT": "awx.example", "AZURE_TENANT_ID": "identity.example"}, {}, "awx.example"),
+        ("tenant", {"AZURE_TENANT_ID": "identity.example"}, {}, "identity.example"),
+        ("tenant", {"AZURE_TENANT": "awx.example"}, {"tenant": "task.example"}, "task.example"),
         ("client_id", {"AZURE_CLIENT_ID": CLIENT}, {}, CLIENT),
         ("subscription_id", {"AZURE_SUBSCRIPTION_ID": SUB}, {}, SUB),
         ("cloud_environment", {}, {}, "AzureCloud"),
         ("cloud_environment", {"AZURE_CLOUD_ENVIRONMENT": "AzureUSGovernment"}, {}, "AzureUSGovernment"),
-        ("cloud_environment", {"AZURE_CLOUD_ENVIRONMENT": "AzureUSGovernment"}, {"cloud_environment": "x"}, "x"),
+        (
+            "cloud_environment",
+            {"AZURE_CLOUD_ENVIRONMENT": "AzureUSGovernment"},
+            {"cloud_environment": "AzureChinaCloud"},
+            "AzureChinaCloud",
+        ),
         ("auth_source", {}, {}, "auto"),
         ("auth_source", {"ANSIBLE_AZURE_AUTH_SOURCE": "msi"}, {}, "msi"),
         ("ca_bundle", {"AZURE_CA_BUNDLE": "/a.pem", "REQUESTS_CA_BUNDLE": "/r.pem"}, {}, "/a.pem"),
@@ -690,8 +695,6 @@ def _module(args: dict[str, t.Any]) -> AzureModule:
 def test_subscription_id_is_required_and_checked():
     with pytest.raises(WorkloadIdentityError, match="subscription_id is required"):
         assert not _module({}).subscription_id
-    with pytest.raises(WorkloadIdentityError, match="must be a subscription GUID"):
-        assert not _module({"subscription_id": "prod"}).subscription_id
     assert _module({"subscription_id": SUB}).subscription_id == SUB
 
 
@@ -885,6 +888,44 @@ def test_module_without_the_azure_options_is_refused(capsys):
     assert "lacks AZURE_AUTH_ARGSPEC" in result["msg"]
 
 
-@pytest.mark.parametrize(("value", "expected"), [(0.5, 0.5), (0, 5.0), (-1, 5.0)])
+@pytest.mark.parametrize(("value", "expected"), [(0.5, 0.5), (2, 2.0)])
 def test_polling_interval(value, expected):
     assert _module({"lro_polling_interval": value}).polling_interval == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"subscription_id": "prod"}, "subscription_id: must be a GUID"),
+        ({"client_id": "my-app"}, "client_id: must be a GUID"),
+        ({"tenant": "contoso"}, "tenant: must be the tenant's GUID or one of its domain names"),
+        ({"tenant": "a b.example"}, "tenant: must be the tenant's GUID"),
+        ({"cloud_environment": "AzurePublic"}, "cloud_environment: must be one of AzureCloud"),
+        ({"cloud_environment": "http://metadata.example/endpoints"}, "cloud_environment: must be an https URL"),
+        ({"cloud_environment": "https://metadata.example/x#frag"}, "cloud_environment: must not have a fragment"),
+        ({"authority_host": "https://login.example/?x=1"}, "authority_host: must not have a query"),
+        ({"authority_host": "https://login.example:port"}, "authority_host: is not a valid URL"),
+        ({"lro_polling_interval": 0}, "lro_polling_interval: must be a positive number"),
+        ({"lro_polling_interval": -1}, "lro_polling_interval: must be a positive number"),
+    ],
+)
+def test_auth_options_are_checked_before_any_request(capsys, args, expected):
+    with module_args(args):
+        result = failure(capsys, AzureModule)
+    assert result["msg"].startswith("Invalid input: ") and expected in result["msg"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"tenant": TENANT, "client_id": CLIENT, "subscription_id": SUB},
+        {"tenant": "contoso.onmicrosoft.com"},
+        {"cloud_environment": "azureusgovernment"},
+        {"cloud_environment": "https://management.azure.com/metadata/endpoints?api-version=2022-09-01"},
+        {"authority_host": "login.microsoftonline.us"},
+        {"authority_host": "https://login.microsoftonline.com/"},
+    ],
+)
+def test_good_auth_options_pass(args):
+    with module_args(args):
+        assert AzureModule().params

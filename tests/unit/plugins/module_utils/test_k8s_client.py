@@ -331,7 +331,7 @@ def test_clients_are_lazy_and_share_one_api_client(kubeconfig_file):
 
 
 def test_shares_the_ansible_module_of_an_azure_module(kubeconfig_file):
-    with module_args({"kubeconfig": kubeconfig_file, "subscription_id": "x"}):
+    with module_args({"kubeconfig": kubeconfig_file, "subscription_id": "00000000-0000-0000-0000-000000000001"}):
         azure = AzureModule(K8S_AUTH_ARGSPEC)
         k8s = K8sModule(module=azure.module)
     assert k8s.module is azure.module and k8s.configuration.host == "https://127.0.0.1:6443"

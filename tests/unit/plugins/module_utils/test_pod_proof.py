@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import typing as t
 
+import pytest
 from kubernetes import client as k8s
 
 from ansible_collections.aks.workload_identity.plugins.module_utils import pod_proof as pp
+from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from tests.unit.plugins.module_utils.reconcile.test_service_account import api_error, not_found
 
 SECRET = "Hello!-the-secret-value"
@@ -40,6 +42,8 @@ class FakeCore:
     def __init__(self, nodes: int = 1, inject: bool = True, phases=("Pending", "Running"), log: str = SUCCESS_LOG):
         self.nodes, self.inject, self.phases, self.log = nodes, inject, list(phases), log
         self.accounts = {("orders", "orders-api")}
+        self.namespaces = {"orders"}
+        self.namespaces_forbidden = False
         self.pods: dict[str, k8s.V1Pod] = {}
         self.calls: list[str] = []
         self.waiting_reason: str | None = None
@@ -59,6 +63,14 @@ class FakeCore:
         if (namespace, name) not in self.accounts:
             raise not_found("serviceaccounts", name)
         return k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=name, namespace=namespace))
+
+    def read_namespace(self, name: str) -> k8s.V1Namespace:
+        self.calls.append("read_namespace")
+        if self.namespaces_forbidden:
+            raise api_error(403, "Forbidden", f'namespaces "{name}" is forbidden', "namespaces")
+        if name not in self.namespaces:
+            raise not_found("namespaces", name)
+        return k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name))
 
     def create_namespaced_pod(self, namespace: str, body: dict) -> k8s.V1Pod:
         self.calls.append("create_namespaced_pod")
@@ -170,18 +182,59 @@ def test_no_verdict_before_the_timeout():
     assert proof.deleted
 
 
-def test_missing_service_account():
-    core = FakeCore()
+@pytest.mark.parametrize(
+    ("nodes", "dry_run"), [(1, False), (0, False), (1, True)], ids=["nodes", "no-nodes", "check-mode"]
+)
+def test_missing_service_account_fails_naming_the_option_before_anything_else(nodes, dry_run):
+    core = FakeCore(nodes=nodes)
     core.accounts.clear()
-    proof = prover(core).prove(request())
-    assert proof.status == pp.FAILED and "does not exist" in proof.cause and not proof.created
+    with pytest.raises(WorkloadIdentityError, match=r"^service_account: ServiceAccount 'orders/orders-api' does not"):
+        prover(core, dry_run=dry_run).prove(request())
+    assert core.calls == ["read_namespaced_service_account", "read_namespace"]
+
+
+def test_missing_namespace_is_named_when_it_is_the_cause():
+    core = FakeCore()
+    with pytest.raises(WorkloadIdentityError, match=r"^namespace: namespace 'payments' does not exist"):
+        prover(core).prove(request(namespace="payments"))
+    assert "create_namespaced_pod" not in core.calls
+
+
+def test_namespaces_that_may_not_be_read_still_name_the_service_account():
+    core = FakeCore()
+    core.namespaces_forbidden = True
+    with pytest.raises(WorkloadIdentityError, match=r"^service_account: ServiceAccount 'payments/orders-api'"):
+        prover(core).prove(request(namespace="payments"))
 
 
 def test_validation_names_fields():
     errors = pp.validate(request(keyvault_url="kv-orders", secret_name="bad name", timeout=0))
     assert any(e.startswith("keyvault_url: must be the vault's https URL") for e in errors)
     assert any(e.startswith("secret_name: must be 1-127") for e in errors)
-    assert "timeout: must be more than 0 seconds, got 0" in errors
+    assert "timeout: must be between 1 and 86400 seconds, got 0" in errors
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"image": "ÄÖ"}, "image: must be a container image reference"),
+        ({"image": "a?b"}, "image: must be a container image reference"),
+        ({"image": "x" * 300}, "image: the image name before the tag must be at most 255"),
+        ({"timeout": 10**12}, "timeout: must be between 1 and 86400 seconds"),
+        ({"secret_name": "s" * 128}, "secret_name: must be 1-127"),
+        ({"keyvault_url": "https://kv.vault.azure.net/secrets/x"}, "keyvault_url: must be the vault's https URL"),
+        ({"keyvault_url": "https://kv.vault.azure.net/?x=1"}, "keyvault_url: must be the vault's https URL"),
+        ({"keyvault_url": "http://kv.vault.azure.net/"}, "keyvault_url: must be the vault's https URL"),
+        ({"service_account": "a" * 254}, "service_account: must be at most 253 characters"),
+    ],
+)
+def test_values_the_pod_or_the_vault_would_refuse(overrides, expected):
+    assert any(e.startswith(expected) for e in pp.validate(request(**overrides))), pp.validate(request(**overrides))
+
+
+def test_valid_request_has_no_errors():
+    assert pp.validate(request(image="localhost:5000/mirror/msal-go:v1.2@sha256:" + "a" * 64)) == []
+    assert pp.validate(request(keyvault_url="https://kv-wid-rbac.vault.localhost:8443/")) == []
 
 
 def test_success_lines_are_never_quoted_even_with_failures_before():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import types
+import typing as t
 
 import pytest
 from kubernetes.client.rest import ApiException
@@ -166,6 +167,7 @@ def test_options_are_checked():
     params = {
         "clusters": [{"resource_group": "rg", "name": "-bad-"}],
         "issuer_urls": ["http://plain"],
+        "identity_resource_groups": [],
         "namespaces": ["Upper"],
         "credential_warning_threshold": 0,
     }
@@ -176,3 +178,41 @@ def test_options_are_checked():
         "namespaces[0]",
         "credential_warning_threshold",
     ]
+
+
+def audit_options(**overrides: t.Any) -> dict[str, t.Any]:
+    params: dict[str, t.Any] = {
+        "clusters": [{"resource_group": "rg-apps", "name": "aks-prod"}],
+        "issuer_urls": ["https://issuer.example/"],
+        "identity_resource_groups": ["rg-apps"],
+        "namespaces": ["orders"],
+        "credential_warning_threshold": 16,
+    }
+    params.update(overrides)
+    return params
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"clusters": [{"resource_group": "rg?", "name": "aks"}]}, "clusters[0].resource_group: 'rg?' is not a valid"),
+        (
+            {"clusters": [{"resource_group": "rg", "name": "aks"}, {"resource_group": "RG", "name": "AKS"}]},
+            "clusters[1]: repeats clusters[0]",
+        ),
+        ({"issuer_urls": ["https://a/", "https://a/"]}, "issuer_urls[1]: repeats issuer_urls[0]"),
+        ({"identity_resource_groups": ["rg", "Rg"]}, "identity_resource_groups[1]: repeats"),
+        ({"identity_resource_groups": ["bad/group"]}, "identity_resource_groups[0]: 'bad/group' is not a valid"),
+        ({"namespaces": ["orders", "orders"]}, "namespaces[1]: repeats namespaces[0]"),
+        ({"credential_warning_threshold": 21}, "credential_warning_threshold: must be 1-20, got 21"),
+    ],
+    ids=["group-name", "same-cluster", "same-issuer", "same-group", "group-pattern", "same-namespace", "threshold"],
+)
+def test_each_list_entry_is_valid_and_given_once(overrides, expected):
+    errors = trust_inventory.validate(audit_options(**overrides))
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_valid_options_have_no_errors():
+    assert trust_inventory.validate(audit_options()) == []
+    assert trust_inventory.validate(audit_options(clusters=[], issuer_urls=[], identity_resource_groups=[])) == []

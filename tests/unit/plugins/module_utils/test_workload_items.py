@@ -90,7 +90,7 @@ def test_a_valid_fleet_has_no_errors():
     [
         ({"namespace": "Orders"}, "items[0] (orders): namespace: must be an RFC 1123 label"),
         ({"namespace": ""}, "items[0] (orders): namespace: must not be empty"),
-        ({"service_account": "orders_api"}, "items[0] (orders): name: must be an RFC 1123 subdomain"),
+        ({"service_account": "orders_api"}, "items[0] (orders): service_account: must be an RFC 1123 subdomain"),
         ({"identity": {"name": "x", "resource_group": "rg"}}, "identity.name: must be 3-128 letters"),
         ({"identity": {"name": "id-ok", "resource_group": "rg."}}, "identity.resource_group: 'rg.' is not a valid"),
         ({"identity": {"name": "id-ok", "resource_group": " "}}, "identity.resource_group: must not be empty"),
@@ -105,6 +105,16 @@ def test_a_valid_fleet_has_no_errors():
         ({"patch_workloads": [{"kind": "Job", "name": "x"}]}, "value of kind must be one of"),
         ({"proxy_sidecar_port": 70000}, "proxy_sidecar_port: must be a port number"),
         ({"unknown": 1}, "unknown. Supported parameters include"),
+        # As written, before Ansible's conversion: none of these means what it would become.
+        ({"name": True}, "items[0]: name: must be a string, got a boolean"),
+        ({"namespace": 1.3}, "namespace: must be a string, got a number"),
+        ({"identity": {"name": ["id"], "resource_group": "rg"}}, "identity.name: must be a string, got a list"),
+        ({"grants": [{"role": {"a": 1}, "scope": SCOPE}]}, "grants[0].role: must be a string, got a dictionary"),
+        ({"service_account": "orders-api "}, "service_account: must not start or end with whitespace"),
+        ({"credential_name": "fic\n"}, "credential_name: must not start or end with whitespace"),
+        ({"token_expiration": True}, "token_expiration: must be a number, got a boolean"),
+        ({"service_account": None}, "service_account: is required"),
+        ({"identity": {"name": "id-ok", "resource_group": "rg", "location": "west-europe"}}, "identity.location:"),
     ],
 )
 def test_each_rule_names_the_item_the_key_and_the_rule(overrides, expected):
@@ -133,7 +143,7 @@ def test_items_sharing_an_identity_must_agree_and_fit_its_20_credentials():
 
 def test_the_issuer_and_tenant_are_checked():
     assert errors_of([item()], issuer="http://issuer/") == ["issuer_url: must be an https URL"]
-    assert "issuer_url: must not have surrounding spaces" in " ".join(errors_of([item()], issuer=ISSUER + " "))
+    assert "issuer_url: must not start or end with whitespace" in " ".join(errors_of([item()], issuer=ISSUER + " "))
     assert errors_of([item()], tenant="contoso") == [
         "tenant_id: must be a GUID like 00000000-0000-0000-0000-000000000000, got 'contoso'"
     ]
@@ -162,6 +172,24 @@ def test_workload_results_entries_are_accepted_for_teardown():
     assert (parsed.expected_client_id, parsed.expected_issuer) == (result["client_id"], ISSUER)
     # Not as input of state present: those keys are outputs.
     assert parse_items([result])[1]
+
+
+def test_a_check_mode_result_without_a_credential_name_is_accepted():
+    # In check mode, before the cluster's issuer exists, the workload role publishes credential_name "" (not known
+    # yet); the verify role then takes that result as its item. An item's own empty name is still refused.
+    result = {
+        "name": "demo",
+        "namespace": "demo",
+        "service_account": "sa",
+        "identity_name": "id-demo",
+        "identity_resource_group": "rg",
+        "credential_name": "",
+        "configmap": "",
+    }
+    items, errors = parse_items([result], accept_results=True)
+    assert errors == []
+    assert items[0].credential_name is None and items[0].configmap is None
+    assert "credential_name: must not be empty" in " ".join(parse_items([item(credential_name="")])[1])
 
 
 def test_batches_keep_order_and_never_split_an_identity():

@@ -105,9 +105,14 @@ def test_missing_group_without_create_resource_group(capsys, arm, base_args):
     result = run(capsys, aks_cluster, {**base_args, **NEW, "create_resource_group": False})
     assert result["failed"] is True and result["error_code"] == "ResourceGroupNotFound"
     assert result["msg"] == (
-        "Failed to create AKS cluster 'aks-new' in resource group 'rg-new': ResourceGroupNotFound: the resource "
-        "group 'rg-new' does not exist and create_resource_group is false"
+        "resource_group: resource group 'rg-new' does not exist and create_resource_group is false; create the "
+        "group first or set create_resource_group: true"
     )
+    assert arm.writes() == []
+    checked = run(
+        capsys, aks_cluster, {**base_args, **NEW, "create_resource_group": False, "_ansible_check_mode": True}
+    )
+    assert checked["failed"] is True and checked["msg"].startswith("resource_group: resource group 'rg-new'")
     assert arm.writes() == []
 
 
@@ -118,13 +123,20 @@ def test_missing_group_without_create_resource_group(capsys, arm, base_args):
         ({"kubernetes_version": "latest"}, "kubernetes_version: must look like 1.33 or 1.33.5"),
         ({"name": "_x"}, "name: must be 1-63 letters"),
         ({"resource_group": "rg new"}, "resource_group: 'rg new' is not a valid resource group name"),
-        ({"wait_timeout": -1}, "wait_timeout: must be a positive number of seconds"),
+        ({"wait_timeout": -1}, "wait_timeout: must be between 1 and 86400 seconds, got -1"),
+        ({"wait_timeout": 10**12}, "wait_timeout: must be between 1 and 86400 seconds"),
+        ({"node_count": 1001}, "node_count: must be between 1 and 1000, got 1001"),
+        ({"vm_size": "Standard DS2 v2"}, "vm_size: must be an Azure VM size such as Standard_D4ds_v5"),
+        ({"location": "west/europe"}, "location: must be an Azure region name"),
+        ({"tags": {"team": 1}}, "tags.team: tag values must be strings"),
+        ({"tags": {"a<b": "x"}}, "tags.a<b: tag names must not contain"),
     ],
 )
 def test_bad_input_fails_before_any_request(capsys, arm, base_args, overrides, words):
     result = run(capsys, aks_cluster, {**base_args, **NEW, **overrides})
     assert result["failed"] is True and result["error_code"] == "InvalidParameter"
-    assert words in result["msg"]
+    assert result["msg"].startswith("Invalid input: ") and words in result["msg"]
+    assert any(words in error for error in result["errors"])
     assert arm.requests == []
 
 

@@ -303,28 +303,31 @@ def test_refuses_to_disable_the_issuer_before_any_write(capsys, arm, base_args):
         ({"oidc_issuer": False, "workload_identity": True}, "workload_identity: requires oidc_issuer"),
         ({"name": "bad name"}, "name: must be 1-63 letters"),
         ({"resource_group": "rg."}, "resource_group: 'rg.' is not a valid resource group name"),
-        ({"wait_timeout": 0}, "wait_timeout: must be a positive number of seconds"),
+        ({"wait_timeout": 0}, "wait_timeout: must be between 1 and 86400 seconds, got 0"),
+        # Once a traceback: Python's thread wait overflowed on the poller's timeout (OverflowError).
+        ({"wait_timeout": 10**12}, "wait_timeout: must be between 1 and 86400 seconds, got 1e+12"),
     ],
 )
 def test_bad_input_fails_before_any_request(capsys, arm, base_args, overrides, words):
     result = run(capsys, aks_oidc, {**base_args, **overrides})
     assert result["failed"] is True and result["error_code"] == "InvalidParameter"
-    assert words in result["msg"]
+    assert result["msg"].startswith("Invalid input: ") and words in result["msg"]
     assert arm.requests == []
 
 
 @pytest.mark.parametrize(
     ("groups", "code", "words"),
     [
-        ({"rg1"}, "ResourceNotFound", "the cluster does not exist"),
-        (set(), "ResourceGroupNotFound", "the resource group 'rg1' does not exist"),
+        ({"rg1"}, "ResourceNotFound", "name: AKS cluster 'c1' in resource group 'rg1' does not exist; create it"),
+        (set(), "ResourceGroupNotFound", "resource_group: resource group 'rg1' does not exist"),
     ],
 )
-def test_missing_cluster_or_group(capsys, arm, base_args, groups, code, words):
+@pytest.mark.parametrize("check", [False, True])
+def test_missing_cluster_or_group(capsys, arm, base_args, groups, code, words, check):
     arm.groups = groups
-    result = run(capsys, aks_oidc, base_args)
+    result = run(capsys, aks_oidc, {**base_args, "_ansible_check_mode": check})
     assert result["failed"] is True and result["error_code"] == code
-    assert result["msg"].startswith(f"Failed to read AKS cluster 'c1' in resource group 'rg1': {code}: {words}")
+    assert result["msg"].startswith(words)
     assert "Traceback" not in result["msg"]
     assert arm.writes() == []
 

@@ -8,6 +8,7 @@ import typing as t
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.mgmt.msi.models import FederatedIdentityCredential
+from azure.mgmt.resource.resources.models import ResourceGroup
 
 from ansible_collections.aks.workload_identity.plugins.module_utils import azure_client
 from ansible_collections.aks.workload_identity.plugins.module_utils import workload_identity as wi
@@ -65,6 +66,7 @@ class FakeCredentials:
 
     def __init__(self) -> None:
         self.identity_exists = True
+        self.group_exists = True  # the identity's resource group, read by the module only when the list says 404
         self.store: dict[str, dict[str, t.Any]] = {}
         self.calls: list[tuple[str, ...]] = []
         self.script: dict[str, list[t.Any]] = {"list": [], "put": [], "delete": []}
@@ -75,6 +77,13 @@ class FakeCredentials:
             "name": name,
             "properties": {"issuer": issuer, "subject": subject, "audiences": audiences or [wi.DEFAULT_AUDIENCE]},
         }
+
+    def get(self, resource_group: str) -> ResourceGroup:
+        """resource_groups.get: the group of the identity."""
+        self.calls.append(("get group", resource_group))
+        if not self.group_exists:
+            raise arm_error(404, "ResourceGroupNotFound", f"Resource group '{resource_group}' could not be found.")
+        return ResourceGroup(location="westeurope")
 
     def _next(self, operation: str) -> None:
         if self.script[operation]:
@@ -110,7 +119,7 @@ class FakeCredentials:
 
     @property
     def writes(self) -> list[tuple[str, ...]]:
-        return [c for c in self.calls if c[0] != "list"]
+        return [c for c in self.calls if c[0] not in ("list", "get group")]
 
 
 @pytest.fixture
@@ -130,7 +139,11 @@ def fics(monkeypatch: pytest.MonkeyPatch) -> FakeCredentials:
         assert subscription_id == SUB
         return type("Msi", (), {"federated_identity_credentials": fake})()
 
+    def resource_client(credential, subscription_id, **kwargs):
+        return type("Resources", (), {"resource_groups": fake})()
+
     monkeypatch.setattr(azure_client, "ManagedServiceIdentityClient", msi_client)
+    monkeypatch.setattr(azure_client, "ResourceManagementClient", resource_client)
     return fake
 
 
@@ -250,12 +263,39 @@ def test_twenty_credentials_fail_before_the_write(fics, capsys):
         ({"issuer": ISSUER, "namespace": "Orders", "service_account": "api"}, "namespace: must be an RFC 1123"),
         ({"issuer": ISSUER, "subject": "repo:org/app:ref:refs/heads/main"}, "name: is required when the subject"),
         ({"state": "absent", "issuer": ISSUER}, "name: is required to delete"),
+        # A ServiceAccount subject that Kubernetes could never put in a token.
+        ({"issuer": ISSUER, "subject": "system:serviceaccount:orders:API"}, "subject: name 'API' must be an RFC 1123"),
+        ({"issuer": ISSUER, "subject": "system:serviceaccount:Orders:api"}, "subject: namespace 'Orders' must be"),
+        ({"issuer": ISSUER, "subject": "system:serviceaccount:orders"}, "subject: must be system:serviceaccount:<"),
+        ({"issuer": ISSUER, "subject": "system:serviceaccount:a:b:c"}, "subject: must be system:serviceaccount:<"),
+        ({"issuer": ISSUER, "subject": "system:serviceaccounts:orders"}, "(lower case, singular 'serviceaccount')"),
+        ({"issuer": ISSUER, "subject": "System:ServiceAccount:orders:api"}, "(lower case, singular"),
+        ({"state": "absent", "issuer": ISSUER, "subject": "system:serviceaccount:orders:Api"}, "subject: name 'Api'"),
+        # Issuer URL parts an OIDC issuer cannot have.
+        ({**SA, "issuer": ISSUER + "?x=1"}, "issuer: must not have a query"),
+        ({**SA, "issuer": ISSUER + "#frag"}, "issuer: must not have a fragment"),
+        ({**SA, "issuer": "https://user:pw@issuer.example/"}, "issuer: must not hold a user name or password"),
+        # Names of the parents, and the retry bound.
+        ({**SA, "resource_group": "rg/1"}, "resource_group: 'rg/1' is not a valid resource group name"),
+        ({**SA, "identity_name": "id"}, "identity_name: must be 3-128 letters"),
+        ({**SA, "retry_timeout": -1}, "retry_timeout: must be between 0 and 86400 seconds, got -1"),
+        ({**SA, "retry_timeout": 1e12}, "retry_timeout: must be between 0 and 86400 seconds"),
     ],
 )
 def test_bad_input_is_rejected_before_any_request(fics, capsys, args, fragment):
     result = fail(capsys, args)
     assert fragment in result["msg"] and result["error_code"] == "InvalidParameter"
+    assert result["msg"].startswith("Invalid input: ") and result["errors"]
     assert fics.calls == []
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["system:serviceaccount:orders:api", "system:serviceaccount:orders:api.v2", "repo:org/app:environment:prod"],
+)
+def test_well_formed_subjects_are_accepted(fics, capsys, subject):
+    result = run(capsys, {"issuer": ISSUER, "subject": subject, "name": "fic1"})
+    assert result["changed"] is True and result["federated_credential"]["subject"] == subject
 
 
 @pytest.mark.parametrize(
@@ -293,6 +333,29 @@ def test_a_missing_identity_is_found_by_reading_and_nothing_is_written(fics, cap
     result = fail(capsys, {**SA, "name": "fic1"})
     assert result["msg"].startswith("identity_name: managed identity 'id1' in resource group 'rg1' does not exist")
     assert result["error_code"] == "ResourceNotFound" and fics.writes == []
+    assert fics.calls == [("list", "id1"), ("get group", "rg1")]  # no retry loop: one list, one read of the group
+
+
+def test_a_missing_resource_group_is_found_by_reading_and_named(fics, capsys):
+    fics.identity_exists = fics.group_exists = False
+    result = fail(capsys, {**SA, "name": "fic1"})
+    assert result["msg"] == "resource_group: resource group 'rg1' does not exist"
+    assert result["error_code"] == "ResourceGroupNotFound"
+    assert fics.calls == [("list", "id1"), ("get group", "rg1")]
+
+
+@pytest.mark.parametrize(("group_exists", "option"), [(True, "identity_name: "), (False, "resource_group: ")])
+def test_check_mode_warns_about_a_missing_identity_naming_the_option(fics, capsys, warnings, group_exists, option):
+    fics.identity_exists, fics.group_exists = False, group_exists
+    result = run(capsys, {**SA, "name": "fic1"}, check=True)
+    assert result["changed"] is True and fics.writes == []
+    assert [w for w in warnings if w.startswith(option) and "check mode" in w]
+
+
+def test_absent_on_a_missing_identity_has_nothing_to_do(fics, capsys):
+    fics.identity_exists = False
+    result = run(capsys, {"name": "fic1", "state": "absent"})
+    assert result["changed"] is False and fics.calls == [("list", "id1")]
 
 
 def test_retries_are_bounded_and_the_error_names_action_object_and_code(fics, capsys):

@@ -25,7 +25,12 @@ from tests.unit.plugins.module_utils.reconcile.test_keyvault_access import (
     policy,
     vault_id,
 )
-from tests.unit.plugins.module_utils.reconcile.test_role_assignment import CLIENT, IDENTITY, FakeIdentities
+from tests.unit.plugins.module_utils.reconcile.test_role_assignment import (
+    CLIENT,
+    IDENTITY,
+    FakeIdentities,
+    FakeResourceGroups,
+)
 
 SECRET = "super-secret-value-42"
 AUTH = {"subscription_id": SUB, "client_id": "0f0f0f0f-1111-4222-8333-444444444444", "secret": SECRET, "tenant": TENANT}
@@ -39,10 +44,11 @@ class Clients:
         self.vaults.store["kv-rbac"] = arm_vault("kv-rbac", rbac=True)
         self.authorization = FakeAuthorization()
         self.identities = FakeIdentities([IDENTITY])
+        self.groups = FakeResourceGroups()
 
     def requests(self) -> list[str]:
         calls = [c[0] for c in self.vaults.calls] + [c[0] for c in self.authorization.calls]
-        return calls + [c.split()[0] for c in self.identities.calls]
+        return calls + [c.split()[0] for c in self.identities.calls] + [f"group {g}" for g in self.groups.calls]
 
 
 @pytest.fixture
@@ -52,6 +58,11 @@ def sdk(monkeypatch: pytest.MonkeyPatch) -> Clients:
         azure_client, "KeyVaultManagementClient", lambda *a, **k: type("Kv", (), {"vaults": clients.vaults})()
     )
     monkeypatch.setattr(azure_client, "AuthorizationManagementClient", lambda *a, **k: clients.authorization)
+    monkeypatch.setattr(
+        azure_client,
+        "ResourceManagementClient",
+        lambda *a, **k: type("Resources", (), {"resource_groups": clients.groups})(),
+    )
     monkeypatch.setattr(
         azure_client,
         "ManagedServiceIdentityClient",
@@ -166,12 +177,24 @@ def test_options_for_the_other_model_are_ignored_with_a_warning(sdk, capsys, war
             {"vault_id": vault_id().replace(SUB, "99999999-2222-3333-4444-555555555555"), "principal_id": PRINCIPAL},
             "vault_id: the vault is in subscription 99999999-2222-3333-4444-555555555555",
         ),
+        # Key Vault's naming rule: 3-24 letters, digits and '-', a letter first, no '--', no '-' last.
+        ({"resource_group": "rg1", "vault_name": "kv", "principal_id": PRINCIPAL}, "vault_name: 'kv' is not a valid"),
+        ({"resource_group": "rg1", "vault_name": "1kv", "principal_id": PRINCIPAL}, "vault_name: '1kv' is not"),
+        ({"resource_group": "rg1", "vault_name": "kv--1", "principal_id": PRINCIPAL}, "vault_name: 'kv--1' is not"),
+        ({"resource_group": "rg1", "vault_name": "kv-", "principal_id": PRINCIPAL}, "vault_name: 'kv-' is not"),
+        ({"resource_group": "rg1", "vault_name": "k" * 25, "principal_id": PRINCIPAL}, "vault_name: 'kkkk"),
+        ({"resource_group": "rg1", "vault_name": "kv_1", "principal_id": PRINCIPAL}, "vault_name: 'kv_1' is not"),
+        ({"vault_id": vault_id("kv_1"), "principal_id": PRINCIPAL}, "vault_id: 'kv_1' is not a valid key vault"),
+        ({"vault_id": vault_id().replace("rg1", "rg."), "principal_id": PRINCIPAL}, "vault_id: 'rg.' is not a valid"),
+        ({"resource_group": "rg.", "vault_name": "kv1", "principal_id": PRINCIPAL}, "resource_group: 'rg.' is not"),
+        ({**POLICY_VAULT, "identity_name": "x"}, "identity_name: must be 3-128 letters"),
+        ({**POLICY_VAULT, "identity_name": "id1", "identity_resource_group": "a/b"}, "identity_resource_group: 'a/b'"),
     ],
 )
 def test_bad_input_fails_before_any_request(sdk, capsys, args, problem):
     result = run(capsys, args)
     assert result["failed"] is True and result["error_code"] == "InvalidParameter"
-    assert problem in result["msg"], result["msg"]
+    assert result["msg"].startswith("Invalid input: ") and problem in result["msg"], result["msg"]
     assert sdk.requests() == []
 
 
@@ -190,10 +213,12 @@ def test_option_constraints_are_declared(sdk, capsys, args, message):
     assert result["failed"] is True and message in result["msg"], result["msg"]
 
 
-def test_missing_vault_is_reported_with_its_code(sdk, capsys):
-    result = run(capsys, {"resource_group": "rg1", "vault_name": "kv-missing", "principal_id": PRINCIPAL})
+@pytest.mark.parametrize("check", [False, True])
+def test_missing_vault_is_reported_with_its_code(sdk, capsys, check):
+    result = run(capsys, {"resource_group": "rg1", "vault_name": "kv-missing", "principal_id": PRINCIPAL}, check)
     assert result["failed"] is True and result["error_code"] == "ResourceNotFound"
-    assert "key vault 'kv-missing' in resource group 'rg1'" in result["msg"]
+    assert result["msg"].startswith("vault_name: key vault 'kv-missing' does not exist in resource group 'rg1'")
+    assert sdk.requests() == ["get", "group rg1"]
     gone = run(
         capsys, {"resource_group": "rg1", "vault_name": "kv-missing", "principal_id": PRINCIPAL, "state": "absent"}
     )
@@ -205,10 +230,41 @@ def test_missing_vault_is_reported_with_its_code(sdk, capsys):
 def test_missing_identity_in_check_mode_predicts_a_grant(sdk, capsys, warnings):
     result = run(capsys, {**POLICY_VAULT, "identity_name": "id-later"}, check=True)
     assert result["changed"] is True and result["keyvault_access"]["principal_id"] is None
-    assert any("'id-later' in resource group 'rg1' does not exist" in w for w in warnings)
+    assert any(w.startswith("identity_name: managed identity 'id-later' in resource group 'rg1'") for w in warnings)
     failed = run(capsys, {**POLICY_VAULT, "identity_name": "id-later"})
     assert failed["failed"] is True and failed["error_code"] == "IdentityNotFound"
+    assert failed["msg"].startswith("identity_name: managed identity 'id-later' in resource group 'rg1' does not exist")
     assert [c[0] for c in sdk.vaults.calls] == ["get"]  # the check-mode run's read; the real run failed before
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ({"resource_group": "rg-gone", "vault_name": "kv1"}, "resource_group"),
+        ({"vault_id": vault_id().replace("rg1", "rg-gone")}, "vault_id"),
+    ],
+)
+def test_missing_resource_group_of_the_vault_names_the_option(sdk, capsys, args, named):
+    result = run(capsys, {**args, "principal_id": PRINCIPAL})
+    assert result["failed"] is True and result["error_code"] == "ResourceGroupNotFound"
+    assert result["msg"] == f"{named}: resource group 'rg-gone' does not exist"
+    assert sdk.authorization.calls == [] and sdk.vaults.bodies == []
+
+
+def test_missing_resource_group_of_the_identity_names_the_option(sdk, capsys):
+    result = run(capsys, {**POLICY_VAULT, "identity_name": "id1", "identity_resource_group": "rg-gone"})
+    assert result["failed"] is True and result["error_code"] == "ResourceGroupNotFound"
+    assert result["msg"].startswith("identity_resource_group: resource group 'rg-gone' does not exist")
+    assert sdk.vaults.calls == []
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_unknown_role_on_an_rbac_vault_fails_before_any_write(sdk, capsys, check):
+    unknown = "0e0e0e0e-1111-4222-8333-444444444444"
+    result = run(capsys, {"vault_id": vault_id("kv-rbac"), "principal_id": PRINCIPAL, "role": unknown}, check)
+    assert result["failed"] is True and result["error_code"] == "RoleDefinitionDoesNotExist"
+    assert result["msg"].startswith(f"role: role definition {unknown} does not exist")
+    assert sdk.requests() == ["get", "definition"]
 
 
 def test_secret_is_never_in_the_output(sdk, capsys):

@@ -137,7 +137,7 @@ def test_check_mode_create_reads_only_and_predicts(sdk, capsys):
 
 
 def test_create_then_no_op_with_one_get(sdk, capsys):
-    result = run(capsys, {"tags": {"team": "a", "n": 1}})
+    result = run(capsys, {"tags": {"team": "a", "n": "1"}})
     assert result["changed"] is True
     assert sdk.identities.calls == [("get", "id1"), ("put", "id1")]
     identity = result["managed_identity"]
@@ -146,21 +146,23 @@ def test_create_then_no_op_with_one_get(sdk, capsys):
         "name": "id1",
         "resource_group": "rg1",
         "location": "westeurope",
-        "tags": {"team": "a", "n": "1"},  # numbers become the strings Azure stores
+        "tags": {"team": "a", "n": "1"},
         "client_id": "c-id1",
         "principal_id": "p-id1",
         "tenant_id": TENANT,
     }
     sdk.identities.calls.clear()
-    again = run(capsys, {"tags": {"team": "a", "n": 1}})
+    again = run(capsys, {"tags": {"team": "a", "n": "1"}})
     assert again["changed"] is False and sdk.identities.calls == [("get", "id1")]
     assert again["diff"]["before"] == again["diff"]["after"] == identity
     assert sdk.groups.calls == 1  # the resource group is read only to create
 
 
-def test_explicit_location_skips_the_resource_group_read(sdk, capsys):
+def test_explicit_location_still_reads_the_resource_group_to_create(sdk, capsys):
     result = run(capsys, {"location": "North Europe"})
-    assert result["managed_identity"]["location"] == "northeurope" and sdk.groups.calls == 0
+    assert result["managed_identity"]["location"] == "northeurope" and sdk.groups.calls == 1
+    sdk.groups.calls = 0
+    assert run(capsys, {"location": "North Europe"})["changed"] is False and sdk.groups.calls == 0
 
 
 def test_tags_omitted_are_untouched_and_merge_or_purge(sdk, capsys):
@@ -197,12 +199,39 @@ def test_absent_check_mode_then_delete_then_no_op(sdk, capsys):
     assert sdk.identities.calls == [("get", "id1")]
 
 
-def test_missing_resource_group_is_reported_with_its_code(sdk, capsys):
-    payload = {**AUTH, "resource_group": "rg-missing", "name": "id1"}
+@pytest.mark.parametrize("check", [False, True])
+@pytest.mark.parametrize("location", [None, "westeurope"])
+def test_missing_resource_group_is_found_by_reading_and_nothing_is_written(sdk, capsys, check, location):
+    payload = {**AUTH, "resource_group": "rg-missing", "name": "id1", "location": location}
+    if check:
+        payload["_ansible_check_mode"] = True
     with module_args(payload):
         result = failure(capsys, managed_identity.main)
     assert result["msg"] == "resource_group: resource group 'rg-missing' does not exist; create it first"
     assert result["error_code"] == "ResourceGroupNotFound"
+    assert sdk.identities.calls == [("get", "id1")] and sdk.groups.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ({"resource_group": "rg."}, "resource_group: 'rg.' is not a valid resource group name"),
+        ({"resource_group": "a" * 91}, "resource_group: "),
+        ({"name": "id"}, "name: must be 3-128 letters"),
+        ({"name": "-id1"}, "name: must be 3-128 letters"),
+        ({"name": "id.1"}, "name: must be 3-128 letters"),
+        ({"location": "west_europe"}, "location: must be an Azure region name"),
+        ({"tags": {"n": 1}}, "tags.n: tag values must be strings"),
+        ({"tags": {"k": None}}, "tags.k: tag values must be strings"),
+        ({"tags": {"a?b": "x"}}, "tags.a?b: tag names must not contain"),
+    ],
+)
+def test_bad_values_fail_before_any_request_naming_option_and_rule(sdk, capsys, args, words):
+    with module_args({**AUTH, "resource_group": "rg1", "name": "id1", **args}):
+        result = failure(capsys, managed_identity.main)
+    assert result["error_code"] == "InvalidParameter" and result["msg"].startswith("Invalid input: ")
+    assert words in result["msg"]
+    assert sdk.identities.calls == [] and sdk.groups.calls == 0
 
 
 def test_azure_errors_name_the_action_and_object_and_hide_the_secret(sdk, capsys):

@@ -158,11 +158,11 @@ def test_check_mode_create_reads_only_and_predicts(groups, capsys):
 
 
 def test_create_then_no_op_with_one_get(groups, capsys):
-    created = run(capsys, {"location": "eastus", "tags": {"n": 1}})
+    created = run(capsys, {"location": "eastus", "tags": {"n": "1"}})
     assert created["changed"] is True and groups.calls == [("get", "rg1"), ("put", "rg1")]
-    assert created["resource_group"]["tags"] == {"n": "1"}  # numbers become the strings Azure stores
+    assert created["resource_group"]["tags"] == {"n": "1"}
     groups.calls.clear()
-    again = run(capsys, {"location": "eastus", "tags": {"n": 1}})
+    again = run(capsys, {"location": "eastus", "tags": {"n": "1"}})
     assert again["changed"] is False and groups.calls == [("get", "rg1")]
     assert again["diff"]["before"] == again["diff"]["after"] == created["resource_group"]
 
@@ -240,7 +240,27 @@ def test_a_managed_group_is_never_deleted(groups, capsys):
 @pytest.mark.parametrize("name", ["", "a" * 91, "ends-with-dot.", "has space", "slash/no"])
 def test_invalid_names_fail_before_any_request(groups, capsys, name):
     result = fail(capsys, {"name": name, "location": "eastus"})
-    assert result["error_code"] == "InvalidParameter" and result["msg"].startswith("name:")
+    assert result["msg"].startswith("Invalid input: name:")
+    assert groups.calls == []
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ({"location": "east/us"}, "location: must be an Azure region name"),
+        ({"location": "eastus", "tags": {"n": 1}}, "tags.n: tag values must be strings"),
+        ({"location": "eastus", "tags": {"a/b": "x"}}, "tags.a/b: tag names must not contain"),
+        ({"location": "eastus", "tags": {"Team": "a", "team": "b"}}, "Azure tag names ignore case"),
+        ({"location": "eastus", "tags": {f"t{i}": "x" for i in range(51)}}, "tags: Azure allows at most 50 tags"),
+        ({"location": "eastus", "tags": {"n": "v" * 257}}, "tags.n: tag values must be at most 256"),
+        ({"state": "absent", "wait_timeout": 0}, "wait_timeout: must be between 1 and 86400 seconds, got 0"),
+        ({"state": "absent", "wait_timeout": 10**12}, "wait_timeout: must be between 1 and 86400 seconds"),
+    ],
+)
+def test_bad_values_fail_before_any_request_naming_option_and_rule(groups, capsys, args, words):
+    result = fail(capsys, args)
+    assert result["error_code"] == "InvalidParameter" and result["msg"].startswith("Invalid input: ")
+    assert words in result["msg"] and any(words in error for error in result["errors"])
     assert groups.calls == []
 
 

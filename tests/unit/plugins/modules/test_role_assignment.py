@@ -14,12 +14,15 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
 from ansible_collections.aks.workload_identity.plugins.modules import role_assignment
 from tests.unit.conftest import module_args
 from tests.unit.plugins.module_utils.reconcile.test_role_assignment import (
+    CUSTOM_GUID,
     IDENTITY,
     PRINCIPAL,
     RG_SCOPE,
     SUB,
+    UNKNOWN_GUID,
     FakeAuthorization,
     FakeIdentities,
+    FakeResourceGroups,
     arm_error,
 )
 
@@ -33,6 +36,7 @@ class Clients:
     def __init__(self) -> None:
         self.authorization = FakeAuthorization()
         self.identities = FakeIdentities([IDENTITY])
+        self.groups = FakeResourceGroups()
 
 
 @pytest.fixture
@@ -47,7 +51,12 @@ def sdk(monkeypatch: pytest.MonkeyPatch) -> Clients:
         return type("Msi", (), {"user_assigned_identities": clients.identities})()
 
     monkeypatch.setattr(azure_client, "AuthorizationManagementClient", authorization_client)
+
+    def resource_client(credential, subscription_id, **kwargs):
+        return type("Resources", (), {"resource_groups": clients.groups})()
+
     monkeypatch.setattr(azure_client, "ManagedServiceIdentityClient", msi_client)
+    monkeypatch.setattr(azure_client, "ResourceManagementClient", resource_client)
     monkeypatch.setattr(azure_gateway.time, "sleep", lambda seconds: None)
     return clients
 
@@ -125,7 +134,13 @@ def test_absent_check_mode_then_delete_then_no_op(sdk, capsys):
     ("args", "problems"),
     [
         ({"scope": "subscriptions/x", "principal_id": PRINCIPAL}, ["scope: must be an ARM resource ID"]),
+        ({"scope": f"/subscriptions/{SUB}/resourceGroups/rg?x", "principal_id": PRINCIPAL}, ["scope: must be an"]),
+        ({"scope": f"/subscriptions/{SUB}/resourceGroups/rg.", "principal_id": PRINCIPAL}, ["scope: 'rg.' is not"]),
+        ({"scope": f"{RG_SCOPE}/providers/Microsoft.KeyVault", "principal_id": PRINCIPAL}, ["/providers/<namespace>"]),
+        ({"scope": "/subscriptions/sub1", "principal_id": PRINCIPAL}, ["scope: the subscription in the scope must"]),
         ({"principal_id": "not-a-guid"}, ["principal_id: must be a GUID"]),
+        ({"identity_name": "x", "identity_resource_group": "rg1"}, ["identity_name: must be 3-128 letters"]),
+        ({"identity_name": "id1", "identity_resource_group": "rg/1"}, ["identity_resource_group: 'rg/1' is not"]),
         (
             {"role": "/providers/Microsoft.Authorization/roleDefinitions/x", "principal_id": "p"},
             ["role: a role definition ID must end in", "principal_id: must be a GUID"],
@@ -135,8 +150,38 @@ def test_absent_check_mode_then_delete_then_no_op(sdk, capsys):
 def test_bad_input_fails_before_any_request_naming_field_and_rule(sdk, capsys, args, problems):
     result = run(capsys, args)
     assert result["failed"] is True and result["error_code"] == "InvalidParameter"
+    assert result["msg"].startswith("Invalid input: ")
     assert all(problem in result["msg"] for problem in problems), result["msg"]
     assert sdk.authorization.calls == [] and sdk.identities.calls == []
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_an_unknown_role_definition_is_found_by_reading_before_any_write(sdk, capsys, check):
+    result = run(capsys, {"principal_id": PRINCIPAL, "role": UNKNOWN_GUID}, check=check)
+    assert result["failed"] is True and result["error_code"] == "RoleDefinitionDoesNotExist"
+    assert result["msg"].startswith(f"role: role definition {UNKNOWN_GUID} does not exist")
+    assert kinds(sdk) == ["definition"]
+
+
+def test_a_custom_role_guid_is_read_once_and_named(sdk, capsys):
+    result = run(capsys, {"principal_id": PRINCIPAL, "role": CUSTOM_GUID})
+    assert result["changed"] is True and result["role_assignment"]["role_name"] == "Orders Reader"
+    assert kinds(sdk) == ["definition", "list", "put"]
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_scope_in_a_missing_resource_group_fails_naming_scope(sdk, capsys, check):
+    scope = f"/subscriptions/{SUB}/resourceGroups/rg-missing"
+    result = run(capsys, {"principal_id": PRINCIPAL, "scope": scope}, check=check)
+    assert result["failed"] is True and result["msg"] == "scope: resource group 'rg-missing' does not exist"
+    assert kinds(sdk) == ["list"]
+
+
+def test_a_missing_resource_group_of_the_identity_fails_naming_it(sdk, capsys):
+    result = run(capsys, {"identity_name": "id1", "identity_resource_group": "rg-gone"})
+    assert result["failed"] is True and result["error_code"] == "ResourceGroupNotFound"
+    assert result["msg"].startswith("identity_resource_group: resource group 'rg-gone' does not exist")
+    assert sdk.groups.calls == ["rg-gone"] and sdk.authorization.calls == []
 
 
 def test_principal_id_and_identity_are_mutually_exclusive(sdk, capsys):
@@ -150,7 +195,8 @@ def test_missing_identity_fails_but_check_mode_and_absent_do_not(sdk, capsys, wa
     args = {"identity_name": "nope", "identity_resource_group": "rg1"}
     failed = run(capsys, args)
     assert failed["failed"] is True and failed["error_code"] == "IdentityNotFound"
-    assert "managed identity 'nope' in resource group 'rg1' does not exist" in failed["msg"]
+    assert failed["msg"].startswith("identity_name: managed identity 'nope' in resource group 'rg1' does not exist")
+    assert sdk.authorization.calls == []
     predicted = run(capsys, args, check=True)
     assert predicted["changed"] is True and predicted["principal_id"] is None
     assert any("managed identity 'nope' in resource group 'rg1' does not exist" in w for w in warnings)

@@ -142,14 +142,15 @@ def test_absent_remove_annotations_keeps_the_service_account(api, capsys):
     assert result["service_account"]["labels"] == {"keep": "me"}
 
 
-def test_missing_namespace_message_names_namespace_and_option(api, capsys):
-    result = run(capsys, base(namespace="payments"))
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_missing_namespace_is_found_by_reading_and_names_the_option(api, capsys, check_mode):
+    result = run(capsys, base(namespace="payments", _ansible_check_mode=check_mode))
     assert result["failed"] is True
     assert result["msg"] == (
-        "Failed to create ServiceAccount 'payments/orders-api': namespace 'payments' does not exist; "
-        "create it first or set create_namespace: true"
+        "namespace: namespace 'payments' does not exist; set create_namespace: true or create it first"
     )
     assert result["error_code"] == "NotFound"
+    assert api.methods() == ["read_namespaced_service_account", "read_namespace"]  # no write, not even a dry run
 
 
 def test_create_namespace_reports_it(api, capsys):
@@ -169,6 +170,12 @@ def test_create_namespace_reports_it(api, capsys):
         (base(tenant_id="contoso"), "tenant_id: must be a GUID"),
         (base(labels={"bad key": "x"}), "labels: key 'bad key'"),
         (base(annotations={ANNOTATION_CLIENT_ID: CLIENT}), "is owned by this module; set it with the client_id option"),
+        (base(name="a" * 254), "name: must be at most 253 characters, got 254"),
+        (base(labels={"team": "x" * 64}), "labels.team: must be at most 63"),
+        (base(labels={"team": {"nested": "x"}}), "labels.team: must be a string"),
+        (base(annotations={"note": 1}), "annotations.note: must be a string"),
+        (base(annotations={"big": "é" * (128 * 1024 + 1)}), "annotations: keys and values must total at most 262144"),
+        (base(token_expiration=86401), "token_expiration: must be between 3600 and 86400 seconds"),
     ],
 )
 def test_bad_input_fails_before_any_request(api, capsys, args, expected):

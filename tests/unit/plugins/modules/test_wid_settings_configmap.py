@@ -96,7 +96,30 @@ def test_invalid_input_fails_before_any_request(api, capsys):
     assert api.calls == []
 
 
-def test_missing_namespace_names_the_option(api, capsys):
-    result = run(capsys, base(namespace="payments"))
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_missing_namespace_names_the_option(api, capsys, check_mode):
+    result = run(capsys, base(namespace="payments", _ansible_check_mode=check_mode))
     assert result["failed"] is True
-    assert "set create_namespace: true" in result["msg"]
+    assert result["msg"] == (
+        "namespace: namespace 'payments' does not exist; set create_namespace: true or create it first"
+    )
+    assert api.writes(persisted_only=False) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"name": "a" * 254}, "name: must be at most 253 characters"),
+        ({"data": {"k" * 254: "v"}}, "data: key"),
+        ({"data": {"PORT": 8080}}, "data.PORT: must be a string"),
+        ({"data": {"NESTED": {"a": "b"}}}, "data.NESTED: must be a string"),
+        ({"data": {"BIG": "é" * (512 * 1024 + 1)}}, "data: keys and values must total at most 1048576 bytes"),
+        ({"labels": {"team": "a b"}}, "labels.team: must be at most 63"),
+    ],
+    ids=["name-too-long", "key-too-long", "number-value", "nested-value", "size-in-bytes", "label-value"],
+)
+def test_option_rules_fail_before_any_request(api, capsys, overrides, expected):
+    result = run(capsys, base(**overrides))
+    assert result["failed"] is True and result["msg"].startswith("Invalid input: ")
+    assert any(error.startswith(expected) for error in result["errors"]), result["errors"]
+    assert api.calls == []

@@ -24,6 +24,7 @@ CLIENT = "6f0c1b2a-8d3e-4f5a-9b7c-1d2e3f4a5b6c"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 SECRET = "deployer-secret-that-must-never-show"
+DEPLOYER = "3f2a9c1b-0d4e-4c6b-9a8f-1e2d3c4b5a69"  # the client ID the module authenticates with (a GUID)
 
 
 def jwt(claims: dict[str, t.Any]) -> str:
@@ -136,11 +137,12 @@ def run(
         "webhook_dry_run": False,
         "subscription_id": SUBSCRIPTION,
         "tenant": TENANT,
-        "client_id": "deployer",
+        "client_id": DEPLOYER,
         "secret": SECRET,
         "_ansible_check_mode": check_mode,
         **overrides,
     }
+    args = {key: value for key, value in args.items() if value is not None}  # None: leave the option out
     with module_args(args), pytest.raises(SystemExit):
         wid_verify.main()
     out = capsys.readouterr().out
@@ -173,7 +175,50 @@ def test_refusal_echoing_the_token_is_redacted_and_reported_as_propagation(world
 
 def test_bad_input_fails_before_any_request(world, capsys):
     result, _out = run(capsys, token_expiration=60)
-    assert result["failed"] and "token_expiration: must be at least 600" in result["msg"]
+    assert result["failed"] and "token_expiration: must be between 600 and 4294967296 seconds" in result["msg"]
+    assert world.core.calls == []
+
+
+SUBSCRIPTION_ID = f"/subscriptions/{SUBSCRIPTION}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"token_expiration": 2**32 + 1}, "token_expiration: must be between 600 and"),
+        ({"propagation_timeout": 10**12}, "propagation_timeout: must be between 0 and 86400 seconds"),
+        ({"propagation_timeout": -1}, "propagation_timeout: must be between 0 and 86400 seconds"),
+        ({"retry_interval": 0}, "retry_interval: must be between 1 and 30 seconds"),
+        ({"retry_interval": 31}, "retry_interval: must be between 1 and 30 seconds"),
+        ({"audience": "x" * 601}, "audience: must be at most 600 characters"),
+        ({"audience": "api://*"}, "audience: wildcards are not supported"),
+        ({"scope": "https://vault.azure.net"}, "scope: must be a resource followed by /.default"),
+        ({"scope": "a/.default b/.default"}, "scope: must be one scope, without spaces"),
+        ({"cluster_name": "-aks-", "cluster_resource_group": "rg"}, "cluster_name: must be 1-63"),
+        ({"cluster_resource_group": "rg?"}, "cluster_resource_group: 'rg?' is not a valid resource group name"),
+        ({"identity_name": "a/b"}, "identity_name: must be 3-128"),
+        ({"identity_resource_group": "rg/x"}, "identity_resource_group: 'rg/x' is not a valid"),
+        (
+            {"issuer_url": "http://issuer/", "cluster_name": None, "cluster_resource_group": None},
+            "issuer_url: must be an https URL",
+        ),
+        ({"keyvault": "kv_bad", "secret_name": "s"}, "keyvault: 'kv_bad' is not a valid key vault name"),
+        ({"keyvault": "https://kv.vault.azure.net/x", "secret_name": "s"}, "keyvault: must be the vault's https URL"),
+        ({"keyvault": "kv-orders", "secret_name": "a_b"}, "secret_name: must be 1-127 letters"),
+        ({"arm_resource_id": "/subscriptions/x/resourceGroups/rg"}, "arm_resource_id (subscription): must be a GUID"),
+        ({"arm_resource_id": f"{SUBSCRIPTION_ID}/resourceGroups/rg?x"}, "arm_resource_id: must be an Azure resource"),
+        (
+            {"arm_resource_id": f"{SUBSCRIPTION_ID}/providers/Microsoft.KeyVault/vaults/kv", "arm_api_version": "v1"},
+            "arm_api_version: must be an ARM api-version",
+        ),
+        ({"arm_api_version": "2023-01-31"}, "arm_api_version: only applies with arm_resource_id"),
+        ({"return_secret_value": True}, "return_secret_value: only applies with keyvault and secret_name"),
+    ],
+)
+def test_option_rules_fail_before_any_request(world, capsys, overrides, expected):
+    result, _out = run(capsys, **overrides)
+    assert result["failed"] and result["msg"].startswith("Invalid input: ")
+    assert any(error.startswith(expected) for error in result["errors"]), result["errors"]
     assert world.core.calls == []
 
 

@@ -26,6 +26,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> FakeWorkloadApi:
     fake = FakeWorkloadApi()
     monkeypatch.setattr(K8sModule, "apps_v1", property(lambda self: fake))
     monkeypatch.setattr(K8sModule, "batch_v1", property(lambda self: fake))
+    monkeypatch.setattr(K8sModule, "core_v1", property(lambda self: fake))  # read_namespace
     return fake
 
 
@@ -101,10 +102,19 @@ def test_absent_on_a_missing_workload_is_no_change(api, capsys):
     assert result["workload"] == {}
 
 
-def test_present_on_a_missing_workload_fails_naming_it(api, capsys):
-    result = run(capsys, base(kind="StatefulSet", name="gone"))
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_present_on_a_missing_workload_fails_naming_it(api, capsys, check_mode):
+    result = run(capsys, base(kind="StatefulSet", name="gone", _ansible_check_mode=check_mode))
     assert result["failed"] is True
-    assert result["msg"].startswith("Failed to patch the pod template of StatefulSet 'orders/gone': it does not exist")
+    assert result["msg"].startswith("name: StatefulSet 'orders/gone': it does not exist; create the workload first")
+    assert api.methods() == ["read_namespaced_stateful_set", "read_namespace"]
+
+
+def test_present_in_a_missing_namespace_fails_naming_the_namespace(api, capsys):
+    result = run(capsys, base(namespace="payments"))
+    assert result["failed"] is True
+    assert result["msg"].startswith("namespace: namespace 'payments' does not exist")
+    assert api.writes(persisted_only=False) == []
 
 
 def test_service_account_is_required_when_present(api, capsys):
@@ -114,9 +124,27 @@ def test_service_account_is_required_when_present(api, capsys):
 
 
 def test_invalid_input_fails_before_any_request(api, capsys):
-    result = run(capsys, base(namespace="Orders", proxy_sidecar_port=0))
+    result = run(capsys, base(namespace="Orders", proxy_sidecar=True, proxy_sidecar_port=0))
     assert result["failed"] is True
     assert len(result["errors"]) == 2
+    assert api.calls == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"name": "a/b"}, "name: must be an RFC 1123 subdomain"),
+        ({"kind": "CronJob", "name": "n" * 53}, "name: must be at most 52 characters, got 53"),
+        ({"proxy_sidecar_port": 8001}, "proxy_sidecar_port: only applies with proxy_sidecar: true"),
+        ({"proxy_sidecar": False, "proxy_sidecar_port": 8001}, "proxy_sidecar_port: only applies with proxy_sidecar"),
+        ({"proxy_sidecar": True, "proxy_sidecar_port": 65536}, "proxy_sidecar_port: must be a port number 1-65535"),
+    ],
+    ids=["name-with-slash", "cronjob-name-too-long", "port-without-sidecar", "port-with-sidecar-off", "port-range"],
+)
+def test_option_rules_fail_before_any_request(api, capsys, overrides, expected):
+    result = run(capsys, base(**overrides))
+    assert result["failed"] is True and result["msg"].startswith("Invalid input: ")
+    assert any(error.startswith(expected) for error in result["errors"]), result["errors"]
     assert api.calls == []
 
 

@@ -131,8 +131,20 @@ def test_cluster_reference_rules(group, name, expected):
         (rc.ClusterSpec(node_count=1001), ["node_count: must be between 1 and 1000, got 1001"]),
         (rc.ClusterSpec(kubernetes_version="v1.33"), ["kubernetes_version: must look like 1.33 or 1.33.5"]),
         (rc.ClusterSpec(kubernetes_version="1"), ["kubernetes_version: must look like"]),
-        (rc.ClusterSpec(vm_size=" "), ["vm_size: must not be empty"]),
-        (rc.ClusterSpec(location=""), ["location: must not be empty"]),
+        (rc.ClusterSpec(vm_size=" "), ["vm_size: must be an Azure VM size such as Standard_D4ds_v5"]),
+        (rc.ClusterSpec(vm_size="Standard D2s"), ["vm_size: must be an Azure VM size"]),
+        (rc.ClusterSpec(vm_size="Standard_D2s/v3"), ["vm_size: must be an Azure VM size"]),
+        (rc.ClusterSpec(vm_size="D2s"), ["vm_size: must be an Azure VM size"]),
+        (rc.ClusterSpec(vm_size="Standard_" + "D" * 60), ["vm_size: must be an Azure VM size"]),
+        (rc.ClusterSpec(vm_size="Standard_DS2_v2"), []),
+        (rc.ClusterSpec(vm_size="Standard_M16-4ms"), []),  # a constrained-vCPU size
+        (rc.ClusterSpec(vm_size="Basic_A0"), []),
+        (rc.ClusterSpec(location=""), ["location: must be an Azure region name"]),
+        (rc.ClusterSpec(location="west/europe"), ["location: must be an Azure region name"]),
+        (rc.ClusterSpec(location="West Europe"), []),
+        (rc.ClusterSpec(tags={"n": 1}), ["tags.n: tag values must be strings"]),
+        (rc.ClusterSpec(tags={"a%b": "x"}), ["tags.a%b: tag names must not contain"]),
+        (rc.ClusterSpec(node_count=True), ["node_count: must be between 1 and 1000"]),
         (rc.ClusterSpec(node_count=0, vm_size=""), ["node_count:", "vm_size:"]),
     ],
 )
@@ -146,7 +158,7 @@ def test_cluster_spec_rules(spec, expected):
 def test_input_error_names_every_rule():
     error = rc.input_error(["name: a", "node_count: b"])
     assert error.code == "InvalidParameter"
-    assert error.message == "Invalid options: name: a; node_count: b"
+    assert error.message == "Invalid input: name: a; node_count: b"
 
 
 @pytest.mark.parametrize(
@@ -763,17 +775,19 @@ def test_a_deleting_cluster_is_not_updated():
 @pytest.mark.parametrize(
     ("read", "code", "words"),
     [
-        (None, "ResourceNotFound", "the cluster does not exist"),
-        (GROUP_NOT_FOUND, "ResourceGroupNotFound", "the resource group 'rg1' does not exist"),
+        (
+            None,
+            "ResourceNotFound",
+            f"name: {TARGET} does not exist; create it first (aks.workload_identity.aks_cluster)",
+        ),
+        (GROUP_NOT_FOUND, "ResourceGroupNotFound", "resource_group: resource group 'rg1' does not exist"),
     ],
 )
 def test_missing_cluster_or_group(read, code, words):
     with pytest.raises(WorkloadIdentityError) as caught:
         reconciler(FakeClusters([read])).ensure_oidc(True, True)
-    assert caught.value.code == code
-    assert caught.value.message == f"Failed to read {TARGET}: {code}: {words}" + (
-        "; create it first (aks_cluster)" if code == "ResourceNotFound" else ""
-    )
+    assert caught.value.code == code and caught.value.status == 404
+    assert caught.value.message == words
 
 
 def test_other_read_errors_pass_through():

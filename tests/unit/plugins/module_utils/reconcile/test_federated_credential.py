@@ -68,7 +68,7 @@ def test_create_uses_the_default_name_for_a_service_account_subject():
 def test_identity_not_found_plans_a_create_with_a_warning():
     decided = plan(None, want(name="fic1"), identity=IDENTITY)
     assert decided.action == CREATE
-    assert any("was not found" in w for w in decided.warnings)
+    assert any(w.startswith("identity_name: ") and "check mode" in w for w in decided.warnings)
 
 
 def test_limit_of_twenty_fails_before_the_write_naming_the_count():

@@ -32,6 +32,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     sort_permissions,
 )
 from tests.unit.conftest import Pager
+from tests.unit.plugins.module_utils.reconcile.test_role_assignment import FakeResourceGroups, _Definitions
 
 SUB = "11111111-2222-3333-4444-555555555555"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -236,6 +237,8 @@ class FakeAuthorization:
         self.assignments: dict[str, dict[str, t.Any]] = {}
         self.calls: list[tuple[str, ...]] = []
         self.role_assignments = self
+        self.definitions: list[dict[str, t.Any]] = []  # no custom roles: a GUID that is not built in is unknown
+        self.role_definitions = _Definitions(self)
 
     def list_for_scope(self, scope: str, filter: str | None = None):
         self.calls.append(("list", scope))
@@ -266,6 +269,8 @@ class FakeAzure:
     def __init__(self) -> None:
         self.keyvault_mgmt = type("KeyVault", (), {"vaults": FakeVaults()})()
         self.authorization = FakeAuthorization()
+        self.groups = FakeResourceGroups()
+        self.resources = type("Resources", (), {"resource_groups": self.groups})()
 
     @property
     def vaults(self) -> FakeVaults:
@@ -340,9 +345,27 @@ def test_missing_vault_fails_present_and_is_nothing_to_do_absent(azure):
     with pytest.raises(WorkloadIdentityError) as caught:
         reconcile_keyvault_access(azure, "rg1", "kv-missing", wanted(), check_mode=True)
     assert caught.value.code == "ResourceNotFound"
-    assert caught.value.message.startswith("Failed to read key vault 'kv-missing' in resource group 'rg1'")
+    assert caught.value.message.startswith("vault_name: key vault 'kv-missing' does not exist in resource group 'rg1'")
+    assert azure.vaults.calls == [("get", "kv-missing")] and azure.groups.calls == ["rg1"]
     gone = reconcile_keyvault_access(azure, "rg1", "kv-missing", wanted("absent"), check_mode=False)
     assert gone.model is None and gone.plan.action == NONE
+
+
+@pytest.mark.parametrize(("options", "named"), [({}, "resource_group"), ({"group_option": "vault_id"}, "vault_id")])
+def test_missing_resource_group_of_the_vault_names_the_option_that_gave_it(azure, options, named):
+    with pytest.raises(WorkloadIdentityError) as caught:
+        reconcile_keyvault_access(azure, "rg-gone", "kv1", wanted(), check_mode=False, **options)
+    assert caught.value.code == "ResourceGroupNotFound"
+    assert caught.value.message == f"{named}: resource group 'rg-gone' does not exist"
+
+
+def test_unknown_role_on_an_rbac_vault_is_found_by_reading_before_any_write(azure):
+    azure.vaults.store["kv1"] = arm_vault(rbac=True)
+    unknown = "0e0e0e0e-1111-4222-8333-444444444444"
+    with pytest.raises(WorkloadIdentityError) as caught:
+        reconcile_keyvault_access(azure, "rg1", "kv1", wanted(role=unknown), check_mode=False)
+    assert caught.value.code == "RoleDefinitionDoesNotExist" and caught.value.message.startswith("role: ")
+    assert [c[0] for c in azure.authorization.calls] == ["definition"]
 
 
 def test_other_read_errors_carry_their_code(azure):

@@ -134,7 +134,24 @@ def test_validation_names_the_field_and_rule():
     assert any(e.startswith("name: must be an RFC 1123 label") for e in errors)
     assert any(e.startswith("labels: key 'bad key!'") for e in errors)
     assert "labels.team: must be a string (quote it), got int" in errors
-    assert "wait_timeout: must be more than 0 seconds, got 0" in errors
+    assert "wait_timeout: must be between 1 and 86400 seconds, got 0" in errors
+
+
+@pytest.mark.parametrize(
+    ("desired", "expected"),
+    [
+        (ns.DesiredNamespace(name="orders", wait_timeout=10**12), "wait_timeout: must be between 1 and 86400 seconds"),
+        (
+            ns.DesiredNamespace(name="orders", labels={"kubernetes.io/metadata.name": "other"}),
+            "labels: 'kubernetes.io/metadata.name' is set by the API server",
+        ),
+        (ns.DesiredNamespace(name="o" * 64), "name: must be at most 63 characters, got 64"),
+        (ns.DesiredNamespace(name="orders", labels={"team": "x" * 64}), "labels.team: must be at most 63"),
+    ],
+    ids=["wait-timeout-too-long", "name-label", "name-too-long", "label-value-too-long"],
+)
+def test_values_kubernetes_would_refuse_or_override(desired, expected):
+    assert any(e.startswith(expected) for e in ns.validate(desired)), ns.validate(desired)
 
 
 # --- plans ---------------------------------------------------------------------------------------------------------

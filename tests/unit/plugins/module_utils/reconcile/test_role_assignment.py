@@ -45,6 +45,7 @@ PRINCIPAL = "6e2b2a5c-1f0e-4a57-9c1c-1b5d3a4e8f90"
 OTHER_PRINCIPAL = "0a0b0c0d-1111-2222-3333-444455556666"
 READER = Role(ROLE_READER, "Reader")
 CUSTOM_GUID = "9f0a5e2c-1b1b-4c4c-8d8d-2e2e2e2e2e2e"
+UNKNOWN_GUID = "0e0e0e0e-1111-4222-8333-444444444444"
 
 
 def assignment(scope: str = RG_SCOPE, principal: str = PRINCIPAL, guid: str = ROLE_READER, name: str = "a1") -> dict:
@@ -294,6 +295,8 @@ class FakeAuthorization:
 
     def list_for_scope(self, scope: str, filter: str | None = None):
         self.calls.append(("list", scope, filter or ""))
+        if "/resourceGroups/rg-missing" in scope:
+            raise arm_error(404, "ResourceGroupNotFound", "Resource group 'rg-missing' could not be found.")
         principal = (filter or "").split("'")[1]
         return Pager(
             RoleAssignment.deserialize(a)
@@ -338,12 +341,40 @@ class _Definitions:
             if d["properties"]["roleName"].lower() == wanted
         )
 
+    def get_by_id(self, role_id: str) -> RoleDefinition:
+        self.parent.calls.append(("definition", role_id))
+        for definition in self.parent.definitions:
+            if definition["name"] == role_id.rsplit("/", 1)[1]:
+                return RoleDefinition.deserialize(definition)
+        message = f"The specified role definition with ID '{role_id.rsplit('/', 1)[1]}' does not exist."
+        raise arm_error(404, "RoleDefinitionDoesNotExist", message)
+
+
+class FakeResourceGroups:
+    """resource_groups.get: only the groups in ``existing``."""
+
+    def __init__(self, existing: t.Iterable[str] = ("rg1",)) -> None:
+        self.existing = set(existing)
+        self.calls: list[str] = []
+
+    def get(self, name: str) -> t.Any:
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.mgmt.resource.resources.models import ResourceGroup
+
+        self.calls.append(name)
+        if name not in self.existing:
+            message = f"Resource group '{name}' could not be found."
+            raise arm_error(404, "ResourceGroupNotFound", message, ResourceNotFoundError)
+        return ResourceGroup(location="eastus")
+
 
 class FakeAzure:
     subscription_id = SUB
 
     def __init__(self) -> None:
         self.authorization = FakeAuthorization()
+        self.groups = FakeResourceGroups()
+        self.resources = type("Resources", (), {"resource_groups": self.groups})()
 
 
 @pytest.fixture
@@ -365,12 +396,46 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         ("Key Vault Secrets User", Role(ROLE_KEY_VAULT_SECRETS_USER, "Key Vault Secrets User")),
         (ROLE_READER.upper(), Role(ROLE_READER, "Reader")),
         (f"/providers/Microsoft.Authorization/roleDefinitions/{ROLE_READER}", Role(ROLE_READER, "Reader")),
-        (CUSTOM_GUID, Role(CUSTOM_GUID, None)),
     ],
 )
 def test_known_names_guids_and_ids_resolve_without_a_request(azure, role, expected):
     assert resolve_role(azure, RG_SCOPE, role) == expected
     assert azure.authorization.calls == []
+
+
+@pytest.mark.parametrize(
+    "role",
+    [
+        CUSTOM_GUID,
+        CUSTOM_GUID.upper(),
+        f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{CUSTOM_GUID}",
+    ],
+)
+def test_other_guids_and_ids_cost_one_get_of_the_definition(azure, role):
+    assert resolve_role(azure, RG_SCOPE, role) == Role(CUSTOM_GUID, "Orders Reader")
+    definition = f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{CUSTOM_GUID}"
+    assert azure.authorization.calls == [("definition", definition)]
+
+
+@pytest.mark.parametrize("role", [UNKNOWN_GUID, f"/providers/Microsoft.Authorization/roleDefinitions/{UNKNOWN_GUID}"])
+def test_an_unknown_role_definition_is_found_by_reading_and_names_the_option(azure, role):
+    with pytest.raises(WorkloadIdentityError) as caught:
+        resolve_role(azure, RG_SCOPE, role)
+    assert caught.value.code == "RoleDefinitionDoesNotExist" and caught.value.status == 404
+    assert caught.value.message.startswith(f"role: role definition {UNKNOWN_GUID} does not exist")
+    assert [c[0] for c in azure.authorization.calls] == ["definition"]
+
+
+def test_other_errors_reading_a_role_definition_are_reported(azure, monkeypatch):
+    def forbidden(role_id):
+        raise arm_error(403, "AuthorizationFailed", "no read")
+
+    monkeypatch.setattr(azure.authorization.role_definitions, "get_by_id", forbidden)
+    with pytest.raises(WorkloadIdentityError) as caught:
+        resolve_role(azure, RG_SCOPE, CUSTOM_GUID)
+    assert caught.value.code == "AuthorizationFailed" and caught.value.message.startswith(
+        "Failed to read role definition"
+    )
 
 
 def test_other_names_cost_one_filtered_list_at_the_scope(azure):
@@ -493,7 +558,7 @@ class FakeIdentities:
 
         self.calls.append(f"get {resource_group}/{name}")
         for identity in self.identities:
-            if identity["name"] == name:
+            if identity["name"] == name and f"/resourcegroups/{resource_group.lower()}/" in identity["id"].lower():
                 return Identity.deserialize(identity)
         raise arm_error(404, "ResourceNotFound", f"The Resource '{name}' was not found.", ResourceNotFoundError)
 
@@ -547,9 +612,33 @@ def test_bare_client_id_is_one_list_of_the_subscription(azure, msi):
 
 def test_missing_identity_fails_present_but_not_check_mode_or_absent(azure, msi):
     principal = resolve_principal(azure, identity_resource_group="rg1", identity_name="nope")
-    assert principal.principal_id is None and "'nope' in resource group 'rg1' does not exist" in principal.missing
+    assert principal.principal_id is None
+    assert principal.missing == "identity_name: managed identity 'nope' in resource group 'rg1' does not exist"
+    assert msi.calls == ["get rg1/nope"] and azure.groups.calls == ["rg1"]
     with pytest.raises(WorkloadIdentityError) as caught:
         require_principal(principal, "present", check_mode=False)
-    assert caught.value.code == "IdentityNotFound"
+    assert caught.value.code == "IdentityNotFound" and caught.value.message.startswith("identity_name: ")
     require_principal(principal, "present", check_mode=True)
     require_principal(principal, "absent", check_mode=False)
+
+
+@pytest.mark.parametrize("option", ["identity_resource_group", "resource_group"])
+def test_missing_resource_group_of_the_identity_names_the_option_that_gave_it(azure, msi, option):
+    principal = resolve_principal(azure, identity_resource_group="rg-gone", identity_name="id1", group_option=option)
+    assert principal.missing == f"{option}: resource group 'rg-gone' does not exist"
+    with pytest.raises(WorkloadIdentityError) as caught:
+        require_principal(principal, "present", check_mode=False)
+    assert caught.value.code == "ResourceGroupNotFound" and caught.value.message.startswith(f"{option}: ")
+
+
+def test_missing_client_id_names_the_option(azure, msi):
+    missing = resolve_principal(azure, client_id=OTHER_PRINCIPAL)
+    assert missing.missing.startswith("identity_client_id: ")
+
+
+def test_a_scope_in_a_missing_resource_group_is_found_by_the_list(azure):
+    scope = f"/subscriptions/{SUB}/resourceGroups/rg-missing"
+    with pytest.raises(WorkloadIdentityError) as caught:
+        reconcile_role_assignment(azure, desired(scope=scope), check_mode=False)
+    assert caught.value.message == "scope: resource group 'rg-missing' does not exist"
+    assert caught.value.code == "ResourceGroupNotFound" and [c[0] for c in azure.authorization.calls] == ["list"]

@@ -7,6 +7,7 @@ its real ``ApiException`` with Kubernetes ``Status`` bodies, and honours ``dryRu
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import typing as t
 import uuid
@@ -79,6 +80,7 @@ class FakeCoreV1:
 
     def __init__(self, namespaces: t.Iterable[str] = ("orders",)) -> None:
         self.namespaces = set(namespaces)
+        self.terminating: set[str] = set()  # namespaces being deleted
         self.service_accounts: dict[tuple[str, str], dict[str, t.Any]] = {}
         self.pods: list[k8s.V1Pod] = []
         self.calls: list[tuple[str, dict[str, t.Any]]] = []
@@ -197,6 +199,15 @@ class FakeCoreV1:
         if not dry:
             del self.service_accounts[(namespace, name)]
         return k8s.V1Status(status="Success")
+
+    def read_namespace(self, name: str) -> k8s.V1Namespace:
+        self._enter("read_namespace", name=name)
+        if name not in self.namespaces:
+            raise not_found("namespaces", name)
+        if name in self.terminating:
+            metadata = k8s.V1ObjectMeta(name=name, deletion_timestamp=datetime.datetime.now(datetime.timezone.utc))
+            return k8s.V1Namespace(metadata=metadata, status=k8s.V1NamespaceStatus(phase="Terminating"))
+        return k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name), status=k8s.V1NamespaceStatus(phase="Active"))
 
     def create_namespace(self, body: dict, dry_run: str | None = None) -> k8s.V1Namespace:
         self._enter("create_namespace", body=copy.deepcopy(body), dry_run=dry_run)
@@ -517,7 +528,8 @@ def test_patch_body_of_a_plan_without_changes_is_empty():
 def test_create(api):
     outcome = reconciler(api).reconcile(desired(labels={"team": "orders"}))
     assert outcome.changed and outcome.plan.action == CREATE
-    assert api.methods() == ["read_namespaced_service_account", "create_namespaced_service_account"]
+    # the namespace is read before the create, so that a missing one fails before any write
+    assert api.methods() == ["read_namespaced_service_account", "read_namespace", "create_namespaced_service_account"]
     stored = api.service_accounts[("orders", "orders-api")]["metadata"]
     assert stored["annotations"] == {ANNOTATION_CLIENT_ID: CLIENT}
     assert stored["labels"] == {"team": "orders"}
@@ -529,7 +541,7 @@ def test_create(api):
 def test_create_in_check_mode_is_a_dry_run(api):
     outcome = reconciler(api, dry_run=True).reconcile(desired())
     assert outcome.changed
-    assert api.calls[1][1]["dry_run"] == "All"
+    assert api.calls[-1][0] == "create_namespaced_service_account" and api.calls[-1][1]["dry_run"] == "All"
     assert api.service_accounts == {}
     assert outcome.service_account["uid"] is None  # the dry run's uid will never exist
     assert outcome.service_account["client_id"] == CLIENT
@@ -596,16 +608,42 @@ def test_delete_in_check_mode_puts_dry_run_in_the_body(api):
     assert ("orders", "orders-api") in api.service_accounts
 
 
-def test_missing_namespace_without_create_namespace_names_namespace_and_option(api):
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "check-mode"])
+def test_missing_namespace_without_create_namespace_is_found_by_reading_with_no_write(api, dry_run):
     with pytest.raises(WorkloadIdentityError) as caught:
-        reconciler(api).reconcile(desired(namespace="payments"))
+        reconciler(api, dry_run=dry_run).reconcile(desired(namespace="payments"))
     assert str(caught.value) == (
-        "Failed to create ServiceAccount 'payments/orders-api': namespace 'payments' does not exist; "
-        "create it first or set create_namespace: true"
+        "namespace: namespace 'payments' does not exist; set create_namespace: true or create it first"
     )
     assert caught.value.status == 404
+    assert api.methods() == ["read_namespaced_service_account", "read_namespace"]
+    assert api.writes(persisted_only=False) == []
+
+
+def test_namespace_being_deleted_is_refused_before_the_create(api):
+    api.terminating.add("orders")
+    with pytest.raises(WorkloadIdentityError, match=r"^namespace: namespace 'orders' is being deleted"):
+        reconciler(api).reconcile(desired(create_namespace=True))
+    assert api.writes(persisted_only=False) == []
+
+
+def test_namespace_that_may_not_be_read_leaves_it_to_the_create(api):
+    # A namespaced Role cannot grant get on namespaces: the create is sent and the API server's 404 tells.
+    api.faults["read_namespace"] = [api_error(403, "Forbidden", 'namespaces "payments" is forbidden', "namespaces")]
+    with pytest.raises(WorkloadIdentityError, match=r"^namespace: namespace 'payments' does not exist"):
+        reconciler(api).reconcile(desired(namespace="payments"))
     assert api.writes() == ["create_namespaced_service_account"]  # refused by the server, nothing stored
-    assert api.service_accounts == {}
+    api.faults["read_namespace"] = [api_error(403, "Forbidden", 'namespaces "orders" is forbidden', "namespaces")]
+    assert reconciler(api).reconcile(desired()).plan.action == CREATE
+
+
+def test_apply_without_a_namespace_read_still_names_the_option(api):
+    # The fleet reads namespaces itself and calls apply(): a namespace deleted since is told by the create.
+    built = reconciler(api)
+    decided = sa.plan(None, desired(namespace="payments"))
+    with pytest.raises(WorkloadIdentityError, match=r"^namespace: namespace 'payments' does not exist"):
+        built.apply(None, desired(namespace="payments"), decided)
+    assert "read_namespace" not in api.methods()
 
 
 def test_create_namespace(api):
@@ -613,7 +651,7 @@ def test_create_namespace(api):
     assert outcome.namespace_created
     assert api.methods() == [
         "read_namespaced_service_account",
-        "create_namespaced_service_account",
+        "read_namespace",
         "create_namespace",
         "create_namespaced_service_account",
     ]
@@ -624,12 +662,8 @@ def test_create_namespace(api):
 def test_create_namespace_in_check_mode_dry_runs_both(api):
     outcome = reconciler(api, dry_run=True).reconcile(desired(namespace="payments", create_namespace=True))
     assert outcome.changed and outcome.namespace_created
-    assert api.methods() == [
-        "read_namespaced_service_account",
-        "create_namespaced_service_account",
-        "create_namespace",
-    ]
-    assert all(kwargs.get("dry_run") == "All" for _method, kwargs in api.calls[1:])
+    assert api.methods() == ["read_namespaced_service_account", "read_namespace", "create_namespace"]
+    assert api.calls[-1][1]["dry_run"] == "All"
     assert "payments" not in api.namespaces
     assert outcome.service_account["client_id"] == CLIENT
     assert outcome.service_account["uid"] is None
@@ -656,6 +690,7 @@ def test_create_that_races_another_writer_reads_again_and_patches(api):
     assert outcome.plan.action == UPDATE
     assert api.methods() == [
         "read_namespaced_service_account",
+        "read_namespace",
         "create_namespaced_service_account",
         "read_namespaced_service_account",
         "patch_namespaced_service_account",

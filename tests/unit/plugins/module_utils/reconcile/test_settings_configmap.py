@@ -134,6 +134,12 @@ class FakeCoreV1:
             del self.configmaps[(namespace, name)]
         return k8s.V1Status(status="Success")
 
+    def read_namespace(self, name: str) -> k8s.V1Namespace:
+        self._enter("read_namespace", name=name)
+        if name not in self.namespaces:
+            raise not_found("namespaces", name)
+        return k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name), status=k8s.V1NamespaceStatus(phase="Active"))
+
     def create_namespace(self, body: dict, dry_run: str | None = None) -> k8s.V1Namespace:
         self._enter("create_namespace", body=copy.deepcopy(body), dry_run=dry_run)
         name = body["metadata"]["name"]
@@ -266,11 +272,26 @@ def test_check_mode_dry_runs_and_hides_the_uid(api):
     assert outcome.configmap["uid"] is None
 
 
-def test_missing_namespace_fails_clearly_or_is_created(api):
-    with pytest.raises(WorkloadIdentityError, match="namespace 'payments' does not exist; create it first"):
-        reconciler(api).reconcile(desired(namespace="payments"))
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "check-mode"])
+def test_missing_namespace_is_found_by_reading_before_any_write(api, dry_run):
+    with pytest.raises(
+        WorkloadIdentityError,
+        match=r"^namespace: namespace 'payments' does not exist; set create_namespace: true or create it first$",
+    ):
+        reconciler(api, dry_run=dry_run).reconcile(desired(namespace="payments"))
+    assert api.methods() == ["read_namespaced_config_map", "read_namespace"]
+    assert api.writes(persisted_only=False) == []
+
+
+def test_missing_namespace_is_created_first_with_create_namespace(api):
     outcome = reconciler(api).reconcile(desired(namespace="payments", create_namespace=True))
     assert outcome.namespace_created
+    assert api.methods() == [
+        "read_namespaced_config_map",
+        "read_namespace",
+        "create_namespace",
+        "create_namespaced_config_map",
+    ]
     assert ("payments", "orders-api-azure-identity") in api.configmaps
 
 

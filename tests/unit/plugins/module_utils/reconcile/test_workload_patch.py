@@ -92,6 +92,7 @@ class FakeWorkloadApi:
         self.objects: dict[tuple[str, str, str], dict[str, t.Any]] = {}
         self.calls: list[tuple[str, dict[str, t.Any]]] = []
         self.faults: dict[str, list[BaseException]] = {}
+        self.namespaces = {"orders"}  # CoreV1Api.read_namespace, for the namespace of a missing workload
 
     def add(self, resource: str, document: dict[str, t.Any]) -> dict[str, t.Any]:
         metadata = document["metadata"]
@@ -125,6 +126,12 @@ class FakeWorkloadApi:
             return lambda name, namespace: self._read(attribute, resource, name, namespace)
         return lambda name, namespace, body, **kwargs: self._patch(attribute, resource, name, namespace, body, **kwargs)
 
+    def read_namespace(self, name: str) -> k8s.V1Namespace:
+        self._enter("read_namespace", name=name)
+        if name not in self.namespaces:
+            raise not_found("namespaces", name)
+        return k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name), status=k8s.V1NamespaceStatus(phase="Active"))
+
     def _read(self, method: str, resource: str, name: str, namespace: str) -> dict[str, t.Any]:
         self._enter(method, name=name, namespace=namespace)
         if (resource, namespace, name) not in self.objects:
@@ -147,8 +154,9 @@ def api() -> FakeWorkloadApi:
     return FakeWorkloadApi()
 
 
-def reconciler(api: FakeWorkloadApi, dry_run: bool = False) -> wp.PodTemplateReconciler:
-    return wp.PodTemplateReconciler({"apps_v1": api, "batch_v1": api}, dry_run=dry_run, sleep=lambda _seconds: None)
+def reconciler(api: FakeWorkloadApi, dry_run: bool = False, core: bool = False) -> wp.PodTemplateReconciler:
+    clients = {"apps_v1": api, "batch_v1": api, **({"core_v1": api} if core else {})}
+    return wp.PodTemplateReconciler(clients, dry_run=dry_run, sleep=lambda _seconds: None)
 
 
 # --- validate ---------------------------------------------------------------------------------------------------
@@ -163,6 +171,10 @@ def test_valid_input_has_no_errors():
         ({"namespace": "Orders"}, "namespace: must be an RFC 1123 label"),
         ({"kind": "Job"}, "kind: must be one of Deployment, StatefulSet, DaemonSet, CronJob, got 'Job'"),
         ({"name": ""}, "name: is required"),
+        ({"name": "a/b"}, "name: must be an RFC 1123 subdomain"),
+        ({"name": "Orders_API"}, "name: must be an RFC 1123 subdomain"),
+        ({"name": "a" * 254}, "name: must be at most 253 characters, got 254"),
+        ({"kind": "CronJob", "name": "n" * 53}, "name: must be at most 52 characters, got 53"),
         ({"service_account": None}, "service_account: is required"),
         ({"service_account": "Orders_API"}, "service_account: must be an RFC 1123 subdomain"),
         ({"proxy_sidecar_port": 0}, "proxy_sidecar_port: must be a port number 1-65535, got 0"),
@@ -284,7 +296,7 @@ def test_absent_removes_label_and_proxy_annotations_but_keeps_the_service_accoun
 
 
 def test_a_missing_workload_fails_when_present_and_is_nothing_when_absent():
-    with pytest.raises(WorkloadIdentityError, match=r"Deployment 'orders/orders-api': it does not exist"):
+    with pytest.raises(WorkloadIdentityError, match=r"^name: Deployment 'orders/orders-api': it does not exist"):
         wp.plan(None, desired())
     assert wp.plan(None, desired(state="absent")).action == NONE
 
@@ -394,3 +406,24 @@ def test_uid_is_kept_from_the_server(api):
     outcome = reconciler(api).reconcile(desired())
     assert outcome.workload["uid"] == document["metadata"]["uid"]
     assert "uid" not in outcome.plan.after
+
+
+# --- missing parents ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "check-mode"])
+def test_a_missing_workload_is_found_by_reading_and_names_the_option(api, dry_run):
+    with pytest.raises(WorkloadIdentityError, match=r"^name: Deployment 'orders/orders-api': it does not exist"):
+        reconciler(api, dry_run=dry_run, core=True).reconcile(desired())
+    assert api.methods() == ["read_namespaced_deployment", "read_namespace"]
+    assert api.writes(persisted_only=False) == []
+
+
+def test_a_missing_namespace_is_named_rather_than_the_workload(api):
+    with pytest.raises(WorkloadIdentityError, match=r"^namespace: namespace 'payments' does not exist"):
+        reconciler(api, core=True).reconcile(desired(namespace="payments"))
+    assert api.writes(persisted_only=False) == []
+
+
+def test_a_namespace_that_may_not_be_read_falls_back_to_naming_the_workload(api):
+    api.faults["read_namespace"] = [api_error(403, "Forbidden", 'namespaces "payments" is forbidden', "namespaces")]
+    with pytest.raises(WorkloadIdentityError, match=r"^name: Deployment 'payments/orders-api': it does not exist"):
+        reconciler(api, core=True).reconcile(desired(namespace="payments"))
