@@ -320,6 +320,42 @@ def read_parent_namespace(namespaces: Namespaces, namespace: str, create_namespa
     return False
 
 
+class InNamespaceReconciler(NamespacedReconciler):
+    """A namespaced object whose create needs its namespace (ServiceAccounts, ConfigMaps): the namespace is read
+    when the plan is a create, so a missing one fails before any write, and it is created first when asked.
+    Subclasses set ``objects`` (the object's gateway), ``namespaces`` and ``dry_run``, and give ``plan_object``."""
+
+    objects: t.Any
+    namespaces: Namespaces
+    dry_run: bool
+    # From the namespace read before a create (None: not readable); callers of apply() have not read it.
+    namespace_to_create: bool | None = False
+
+    def plan_object(self, actual: dict[str, t.Any] | None, desired: t.Any) -> Plan:
+        raise NotImplementedError
+
+    def plan_for(self, actual: dict[str, t.Any] | None, desired: t.Any) -> Plan:
+        decided = self.plan_object(actual, desired)
+        if decided.action == CREATE:
+            self.namespace_to_create = read_parent_namespace(
+                self.namespaces, desired.namespace, desired.create_namespace
+            )
+        return decided
+
+    def create_in_namespace(self, desired: t.Any, body: t.Any, outcome: t.Any) -> t.Any:
+        if self.namespace_to_create is not True:
+            try:
+                return self.objects.create(desired.namespace, body)
+            except NamespaceMissing as error:  # deleted since our read, or a caller of apply() that did not read it
+                if not desired.create_namespace:
+                    raise namespace_missing(desired.namespace, error) from error
+        self.namespaces.create(desired.namespace)
+        outcome.namespace_created = True
+        if self.dry_run:
+            return None  # the namespace exists only in the dry run: the object cannot be dry-run inside it
+        return self.objects.create(desired.namespace, body)
+
+
 @dataclass
 class Outcome:
     """What one reconcile did. ``service_account`` is the normalised object after it (None when absent)."""
@@ -335,7 +371,7 @@ class Outcome:
         return self.plan.changed
 
 
-class ServiceAccountReconciler(NamespacedReconciler):
+class ServiceAccountReconciler(InNamespaceReconciler):
     """Reads, plans and applies one ServiceAccount through the gateways, on a kubernetes ``CoreV1Api``.
 
     ``dry_run`` (check mode) sends every write with ``dryRun=All``: the API server validates, runs admission and
@@ -345,29 +381,16 @@ class ServiceAccountReconciler(NamespacedReconciler):
     kind = "ServiceAccount"
 
     def __init__(self, core_v1: t.Any, *, calls: ApiCalls | None = None, **caller: t.Any) -> None:
-        self.accounts = ServiceAccounts(core_v1, calls=calls, **caller)
+        self.accounts = self.objects = ServiceAccounts(core_v1, calls=calls, **caller)
         self.namespaces = Namespaces(core_v1, calls=self.accounts.calls, **caller)
         self.pods = Pods(core_v1, calls=self.accounts.calls, **caller)
         self.dry_run = self.accounts.dry_run
-        # From the namespace read before a create (reconcile; None: not readable); apply() callers read them.
-        self.namespace_to_create: bool | None = False
 
     def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
         return self.accounts.read(namespace, name)
 
     def _create(self, plan: Plan, desired: DesiredServiceAccount, outcome: Outcome) -> t.Any:
-        body = create_body(plan)
-        if self.namespace_to_create is not True:
-            try:
-                return self.accounts.create(desired.namespace, body)
-            except NamespaceMissing as error:  # deleted since our read, or a caller of apply() that did not read it
-                if not desired.create_namespace:
-                    raise namespace_missing(desired.namespace, error) from error
-        self.namespaces.create(desired.namespace)
-        outcome.namespace_created = True
-        if self.dry_run:
-            return None  # the namespace exists only in the dry run: the ServiceAccount cannot be dry-run inside it
-        return self.accounts.create(desired.namespace, body)
+        return self.create_in_namespace(desired, create_body(plan), outcome)
 
     def _patch(self, plan: Plan, desired: DesiredServiceAccount) -> t.Any:
         return self.accounts.patch(desired.namespace, desired.name, patch_body(plan))
@@ -376,13 +399,8 @@ class ServiceAccountReconciler(NamespacedReconciler):
         self.accounts.delete(desired.namespace, desired.name, uid)
 
     # The whole round (NamespacedReconciler: reconcile, apply).
-    def plan_for(self, actual: dict[str, t.Any] | None, desired: DesiredServiceAccount) -> Plan:
-        decided = plan(actual, desired)
-        if decided.action == CREATE:
-            self.namespace_to_create = read_parent_namespace(
-                self.namespaces, desired.namespace, desired.create_namespace
-            )
-        return decided
+    def plan_object(self, actual: dict[str, t.Any] | None, desired: DesiredServiceAccount) -> Plan:
+        return plan(actual, desired)
 
     def attempt(self, actual: dict[str, t.Any] | None, desired: DesiredServiceAccount, decided: Plan) -> Outcome:
         """The plan carried out (after the pods check), or RacedWrite."""

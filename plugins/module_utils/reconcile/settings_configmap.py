@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
     ConfigMaps,
-    NamespaceMissing,
     Namespaces,
     normalize_configmap,
 )
@@ -30,7 +29,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
     DELETE,
     NONE,
     UPDATE,
-    NamespacedReconciler,
     Plan,
     merge_owned,
 )
@@ -38,8 +36,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
 # The API server rules for label keys and values, and the namespace read before a create, are the ServiceAccount
 # reconciler's: one rule, written once.
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.service_account import (
-    namespace_missing,
-    read_parent_namespace,
+    InNamespaceReconciler,
     validate_labels,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
@@ -208,35 +205,22 @@ class Outcome:
         return self.plan.changed
 
 
-class ConfigMapReconciler(NamespacedReconciler):
+class ConfigMapReconciler(InNamespaceReconciler):
     """Reads, plans and applies one ConfigMap through the gateways, on a kubernetes ``CoreV1Api`` (dry run in
     check mode)."""
 
     kind = "ConfigMap"
 
     def __init__(self, core_v1: t.Any, *, calls: ApiCalls | None = None, **caller: t.Any) -> None:
-        self.configmaps = ConfigMaps(core_v1, calls=calls, **caller)
+        self.configmaps = self.objects = ConfigMaps(core_v1, calls=calls, **caller)
         self.namespaces = Namespaces(core_v1, calls=self.configmaps.calls, **caller)
         self.dry_run = self.configmaps.dry_run
-        # From the namespace read before a create (reconcile; None: not readable); apply() callers read them.
-        self.namespace_to_create: bool | None = False
 
     def read(self, namespace: str, name: str) -> dict[str, t.Any] | None:
         return self.configmaps.read(namespace, name)
 
     def _create(self, plan: Plan, desired: DesiredConfigMap, outcome: Outcome) -> t.Any:
-        body = create_body(plan)
-        if self.namespace_to_create is not True:
-            try:
-                return self.configmaps.create(desired.namespace, body)
-            except NamespaceMissing as error:  # deleted since our read, or a caller of apply() that did not read it
-                if not desired.create_namespace:
-                    raise namespace_missing(desired.namespace, error) from error
-        self.namespaces.create(desired.namespace)
-        outcome.namespace_created = True
-        if self.dry_run:
-            return None  # the namespace exists only in the dry run: the ConfigMap cannot be dry-run inside it
-        return self.configmaps.create(desired.namespace, body)
+        return self.create_in_namespace(desired, create_body(plan), outcome)
 
     def _patch(self, plan: Plan, desired: DesiredConfigMap) -> t.Any:
         return self.configmaps.patch(desired.namespace, desired.name, patch_body(plan))
@@ -245,13 +229,8 @@ class ConfigMapReconciler(NamespacedReconciler):
         self.configmaps.delete(desired.namespace, desired.name, uid)
 
     # The whole round (NamespacedReconciler: reconcile, apply).
-    def plan_for(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap) -> Plan:
-        decided = plan(actual, desired)
-        if decided.action == CREATE:
-            self.namespace_to_create = read_parent_namespace(
-                self.namespaces, desired.namespace, desired.create_namespace
-            )
-        return decided
+    def plan_object(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap) -> Plan:
+        return plan(actual, desired)
 
     def attempt(self, actual: dict[str, t.Any] | None, desired: DesiredConfigMap, decided: Plan) -> Outcome:
         outcome = Outcome(decided, actual)
