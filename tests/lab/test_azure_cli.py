@@ -118,7 +118,8 @@ def test_the_tutorial_runs_on_the_lab_with_the_azure_cli(az, lab):
 
     az("cloud", "register", "--name", "AksWorkloadIdentityLab", "--endpoint-resource-manager", env["LAB_EMULATOR_URL"])
     az("cloud", "set", "--name", "AksWorkloadIdentityLab")
-    az("login", "--service-principal", "--username", env["AZURE_CLIENT_ID"], "--password", env["AZURE_SECRET"],
+    # --password=: a secret may start with '-' (as the CLI's help says)
+    az("login", "--service-principal", "--username", env["AZURE_CLIENT_ID"], f"--password={env['AZURE_SECRET']}",
        "--tenant", env["AZURE_TENANT"], "--output", "none")  # fmt: skip
     assert az.value("account", "show", "--query", "id") == env["AZURE_SUBSCRIPTION_ID"]
 
@@ -170,7 +171,7 @@ def test_the_tutorial_runs_on_the_lab_with_the_azure_cli(az, lab):
     token = _service_account_token(lab, namespace, account)
     az("logout")
     az("login", "--service-principal", "--username", client_id, "--tenant", env["AZURE_TENANT"],
-       "--federated-token", token, "--allow-no-subscriptions", "--output", "none")  # fmt: skip
+       f"--federated-token={token}", "--allow-no-subscriptions", "--output", "none")  # fmt: skip
     assert az.value("keyvault", "secret", "show", "--vault-name", vault, "--name", "my-secret", "--query", "value") == (
         "Hello!"
     )
