@@ -494,7 +494,12 @@ def _operation_url(state: State, location: str, operation_id: str, kind: str = "
     )
 
 
-def _start_operation(state: State, cluster_id: str, kind: str, location: str) -> str:
+# How the operations of other Microsoft.ContainerService resources finish (identity_binding.py registers its own):
+# handler(state, operation_id, operation record) -> the terminal status. They share this module's status URLs.
+OPERATION_HANDLERS: dict[str, Callable[[State, str, dict[str, Any]], str]] = {}
+
+
+def _start_operation(state: State, cluster_id: str, kind: str, location: str, handler: str | None = None) -> str:
     operation_id = str(uuid.uuid4())
     with state.lock:
         meta = state.meta_of(cluster_id)
@@ -509,6 +514,8 @@ def _start_operation(state: State, cluster_id: str, kind: str, location: str) ->
             "startTime": utcnow_iso(),
             "due": state.now() + state.settings["lro_seconds"],
         }
+        if handler is not None:
+            state.operations[operation_id]["handler"] = handler
         meta["operation"] = operation_id
     return operation_id
 
@@ -587,6 +594,11 @@ def settle_operation(state: State, operation_id: str) -> dict[str, Any] | None:
     with state.lock:
         operation = state.operations.get(operation_id)
         if operation is None or operation["status"] != "InProgress" or state.now() < operation["due"]:
+            return copy.deepcopy(operation)
+        handler = OPERATION_HANDLERS.get(operation.get("handler", ""))
+        if handler is not None:  # another resource type's operation
+            operation["status"] = handler(state, operation_id, operation)
+            operation["endTime"] = utcnow_iso()
             return copy.deepcopy(operation)
         cluster_id = operation["resource_id"]
         cluster = state.get(cluster_id)
@@ -790,7 +802,8 @@ def get_operation_status(request: Request, state: State) -> Response:
 
 @route("GET", _LOCATION_OPERATIONS + r"/operationresults/(?P<operation>[^/]+)")
 def get_operation_result(request: Request, state: State) -> Response:
-    # The Location URL of a delete: 202 while running, 204 once the cluster is gone (ARM Location polling).
+    # The Location URL of a delete: 202 while running, 204 once the cluster is gone (ARM Location polling). A handler
+    # operation's PUT (an identity binding's: final-state-via location) ends with the resource it wrote, 200.
     operation = _operation(request, state)
     if operation["status"] == "InProgress":
         return Response(
@@ -798,6 +811,9 @@ def get_operation_result(request: Request, state: State) -> Response:
             None,
             {"Location": _operation_url(state, operation["location"], request.params["operation"], "operationresults")},
         )
+    written = state.get(operation["resource_id"]) if operation.get("handler") and operation["kind"] == "put" else None
+    if written is not None and operation["status"] == "Succeeded":
+        return Response(200, written)
     return Response(204)
 
 

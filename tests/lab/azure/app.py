@@ -10,7 +10,7 @@ from .server import EmulatorServer
 from .state import LabConfig, State
 
 # Importing a route module registers its routes and seeders; the order is irrelevant (seeders carry theirs).
-ROUTE_MODULES = ("arm", "aks", "msi", "authorization", "keyvault", "entra", "oidc")
+ROUTE_MODULES = ("arm", "aks", "identity_binding", "msi", "authorization", "keyvault", "entra", "oidc")
 
 
 def build_server(settings: dict[str, Any]) -> EmulatorServer:

@@ -15,6 +15,7 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,15 +28,30 @@ _JWKS = "openid/v1/jwks"
 _FETCH_TIMEOUT_SECONDS = 5.0
 
 
-def _published_issuer(state: State, issuer_path: str) -> str | None:
-    """The issuer URL whose path is ``issuer_path``, among clusters whose issuer is enabled and published."""
+# Who publishes an issuer at a path: a function (state, issuer path without its trailing slash) -> (issuer URL, whether
+# the lab's kube-apiserver signs for it), or None. The clusters' issuers are below; identity_binding.py adds the
+# bindings' issuers, which have the same path shape.
+IssuerSource = Callable[[State, str], "tuple[str, bool] | None"]
+_ISSUER_SOURCES: list[IssuerSource] = []
+
+
+def issuer_source(source: IssuerSource) -> IssuerSource:
+    _ISSUER_SOURCES.append(source)
+    return source
+
+
+@issuer_source
+def _cluster_issuer(state: State, issuer_path: str) -> tuple[str, bool] | None:
+    """Among clusters whose issuer is enabled and published; only wired clusters carry the apiserver's issuer
+    (aks.issuer_url), so the URL tells which keys to publish."""
     for found in state.find(lambda key, body: body.get("type") == RESPONSE_TYPE):
         cluster = settled_cluster(state, found["id"])
         profile = (cluster or {}).get("properties", {}).get("oidcIssuerProfile", {})
         if not profile.get("enabled") or not state.meta_of(found["id"]).get("issuer_published"):
             continue
-        if urlsplit(profile["issuerURL"]).path == issuer_path:
-            return profile["issuerURL"]
+        issuer = profile["issuerURL"]
+        if urlsplit(issuer).path.rstrip("/") == issuer_path:
+            return issuer, bool(state.config.kube_issuer_url) and issuer == state.config.kube_issuer_url
     return None
 
 
@@ -84,21 +100,21 @@ def _apiserver_keys(state: State) -> bytes:
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
-# AKS's issuer path is /{tenant-id}/{guid}/ (azure-behaviour §5); its documents hang below it. state.plane_of sends
-# paths whose first two segments are GUIDs here, so Entra's /{tenant}/oauth2/... never reach this route.
+# AKS's issuer path is /{tenant-id}/{guid}/ (azure-behaviour §5), an identity binding's /{tenant-id}/{client-id}
+# without the slash; their documents hang below. state.plane_of sends paths whose first two segments are GUIDs here,
+# so Entra's /{tenant}/oauth2/... never reach this route.
 @route(
     "GET",
-    rf"(?P<issuer_path>/{_GUID}/{_GUID}/)(?P<document>\.well-known/openid-configuration|openid/v1/jwks)",
+    rf"(?P<issuer_path>/{_GUID}/{_GUID})/(?P<document>\.well-known/openid-configuration|openid/v1/jwks)",
     plane="oidc",
     auth=None,
 )
 def get_issuer_document(request: Request, state: State) -> Response:
-    issuer = _published_issuer(state, request.params["issuer_path"])
-    if issuer is None:  # unknown issuer, or one that is disabled / not yet published
+    found = next(filter(None, (source(state, request.params["issuer_path"]) for source in _ISSUER_SOURCES)), None)
+    if found is None:  # unknown issuer, or one that is disabled / not yet published
         raise ArmError(404, "NotFound", f"No OIDC issuer document at '{request.path}'.")  # UNVERIFIED wording
+    issuer, wired = found
     if request.params["document"].lower() == _DISCOVERY:
         return Response(200, _discovery(issuer), content_type="application/json")
-    # Only wired clusters carry the apiserver's issuer (aks.issuer_url), so the URL tells which keys to publish.
-    wired = bool(state.config.kube_issuer_url) and issuer == state.config.kube_issuer_url
     keys = _apiserver_keys(state) if wired else json.dumps({"keys": []}).encode()
     return Response(200, keys, content_type="application/jwk-set+json")  # kube-apiserver's media type for JWKS

@@ -1,7 +1,7 @@
 """HTTPS front of the Azure emulator: routing, ARM conventions, request log, fault injection, lab control API.
 
-Route modules (arm.py, aks.py, msi.py, authorization.py, keyvault.py, entra.py, oidc.py) register handlers on
-``ROUTER`` with ``@route(...)``; this file knows nothing about any resource type.
+Route modules (arm.py, aks.py, identity_binding.py, msi.py, authorization.py, keyvault.py, entra.py, oidc.py)
+register handlers on ``ROUTER`` with ``@route(...)``; this file knows nothing about any resource type.
 
 Planes, told apart the way Azure tells them apart:
 - ``vault``: requests whose Host is ``<vault>.<keyVaultDns suffix>`` (Key Vault's data plane has a host per vault);
