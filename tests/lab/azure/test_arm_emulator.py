@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import ssl
 import sys
 import threading
 import time
 import types
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -26,10 +23,10 @@ from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.containerservice import models as aks_models
 from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.resource.resources import ResourceManagementClient
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.lab import pki
 from tests.lab.azure import app
+from tests.lab.azure.fake_apiserver import FakeApiserver
 from tests.lab.azure.inprocess import RunningEmulator, running_emulator
 
 ARM_SCOPE = "https://management.core.windows.net/.default"
@@ -553,48 +550,9 @@ def test_unwired_issuer_serves_discovery_and_an_empty_key_set(emulator, aks, htt
     assert anonymous.get(disabled).status_code == 404  # the seed cluster's issuer is off
 
 
-class _FakeApiserver:
-    """Serves /openid/v1/jwks over HTTPS with a lab-CA certificate, as the lab kube-apiserver does anonymously."""
-
-    def __init__(self, workdir: Path, ca: pki.KeyPair) -> None:
-        self.key = key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-        self.jwks = {
-            "keys": [{"use": "sig", "kty": "RSA", "kid": "lab-key", "alg": "RS256", "n": jwk["n"], "e": jwk["e"]}]
-        }
-        payload = json.dumps(self.jwks).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                status = 200 if self.path == "/openid/v1/jwks" else 404
-                self.send_response(status)
-                self.send_header("Content-Type", "application/jwk-set+json")
-                self.send_header("Content-Length", str(len(payload) if status == 200 else 0))
-                self.end_headers()
-                if status == 200:
-                    self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        pair = pki.issue(
-            ca, workdir, "apiserver", "kube-apiserver", dns_names=("localhost",), ip_addresses=("127.0.0.1",)
-        )
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pair.cert, pair.key)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_wired_issuer_publishes_the_apiserver_keys(emulator, aks, tmp_path):
     ca = pki.create_ca(emulator.ca_file.parent)  # the emulator's own CA (reused, not recreated)
-    apiserver = _FakeApiserver(tmp_path, ca)
+    apiserver = FakeApiserver(tmp_path, ca)
     try:
         issuer = _wire_seed_cluster(emulator, apiserver.url)
         emulator.state.config.kube_ca_file = str(emulator.ca_file)
@@ -621,7 +579,7 @@ def test_entra_accepts_a_token_signed_by_the_wired_apiserver(emulator, aks, msi,
         pytest.skip("the token endpoint is entra.py, not written yet")
     from azure.identity import ClientAssertionCredential
 
-    apiserver = _FakeApiserver(tmp_path, pki.create_ca(emulator.ca_file.parent))
+    apiserver = FakeApiserver(tmp_path, pki.create_ca(emulator.ca_file.parent))
     try:
         issuer = _wire_seed_cluster(emulator, apiserver.url)
         emulator.state.config.kube_ca_file = str(emulator.ca_file)

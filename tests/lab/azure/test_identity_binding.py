@@ -5,14 +5,9 @@ binding issuer's discovery document and keys, and an Entra token exchange agains
 
 from __future__ import annotations
 
-import json
-import ssl
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -22,9 +17,9 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.msi import ManagedServiceIdentityClient
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.lab import pki
+from tests.lab.azure.fake_apiserver import FakeApiserver
 from tests.lab.azure.identity_binding import (
     CREDENTIAL_AUDIENCE,
     CREDENTIAL_NAME,
@@ -467,45 +462,6 @@ def test_a_cluster_with_api_server_vnet_integration_takes_no_binding(emulator, a
 # The binding issuer: discovery, keys, and a token exchange at the emulated Entra
 
 
-class _FakeApiserver:
-    """Serves /openid/v1/jwks over HTTPS with a lab-CA certificate, as the lab kube-apiserver does anonymously."""
-
-    def __init__(self, workdir: Path, ca: pki.KeyPair) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        self.jwks = {
-            "keys": [{"use": "sig", "kty": "RSA", "kid": "lab-key", "alg": "RS256", "n": jwk["n"], "e": jwk["e"]}]
-        }
-        payload = json.dumps(self.jwks).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                found = self.path == "/openid/v1/jwks"
-                self.send_response(200 if found else 404)
-                self.send_header("Content-Type", "application/jwk-set+json")
-                self.send_header("Content-Length", str(len(payload) if found else 0))
-                self.end_headers()
-                if found:
-                    self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        pair = pki.issue(
-            ca, workdir, "apiserver", "kube-apiserver", dns_names=("localhost",), ip_addresses=("127.0.0.1",)
-        )
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pair.cert, pair.key)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_an_unwired_binding_issuer_serves_discovery_and_an_empty_key_set(emulator, msi, http):
     emulator.state.update_settings({"lro_seconds": SLOW_LRO})  # time to look while it runs
     identity = _identity(msi, emulator)
@@ -559,7 +515,7 @@ def test_entra_exchanges_a_token_of_the_binding_issuer_on_a_wired_cluster(emulat
     on a wired cluster, and Entra trusts a token it signed through the managed credential."""
     from azure.identity import ClientAssertionCredential
 
-    apiserver = _FakeApiserver(tmp_path, pki.create_ca(emulator.ca_file.parent))
+    apiserver = FakeApiserver(tmp_path, pki.create_ca(emulator.ca_file.parent))
     try:
         emulator.state.config.wired_clusters = [[_group(emulator), emulator.seed["cluster"]]]
         emulator.state.config.kube_issuer_url = (
