@@ -49,6 +49,10 @@ class FakeApiserver:
         self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def sign(self, claims: dict) -> str:
+        """A ServiceAccount token as the apiserver would sign it, with the key it publishes."""
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "lab-key"})
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

@@ -6,11 +6,16 @@ The full lab (emulator + kube-apiserver as detached processes) is tests/lab/lab.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import requests
+from azure.core.credentials import AccessToken
+from azure.identity import ClientAssertionCredential
 
 from .. import pki
 from .app import build_server
@@ -35,6 +40,39 @@ class RunningEmulator:
 
     def vault_url(self, name: str) -> str:
         return f"https://{name}.{self.config.vault_dns_suffix}/"
+
+    def token(self, audience: str | None = None, oid: str | None = None) -> str:
+        """An access token as the emulated Entra issues it: the deployer's for ARM by default, or for ``audience``,
+        or another principal's (``oid``, with an application ID of its own)."""
+        seed = self.seed
+        token, _lifetime = self.state.tokens.issue(
+            audience=audience or self.config.arm_audience,
+            oid=oid or seed["deployer_object_id"],
+            appid=seed["deployer_client_id"] if oid is None else str(uuid.uuid4()),
+        )
+        return token
+
+    def session(self, token: str | None = None) -> requests.Session:
+        """Raw HTTPS with the lab CA (trust_env off, so REQUESTS_CA_BUNDLE or a proxy cannot interfere), bearing
+        ``token``; without one, anonymous."""
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = str(self.ca_file)
+        if token:
+            session.headers["Authorization"] = f"Bearer {token}"
+        return session
+
+    def exchange(self, client_id: str, assertion: str, scope: str) -> AccessToken:
+        """A federated token exchange at the emulated Entra, through azure-identity as a workload makes it."""
+        credential = ClientAssertionCredential(
+            self.config.tenant_id,
+            client_id,
+            lambda: assertion,
+            authority=self.base_url,
+            disable_instance_discovery=True,
+            connection_verify=str(self.ca_file),
+        )
+        return credential.get_token(scope)
 
 
 @contextmanager

@@ -83,11 +83,7 @@ class StaticTokenCredential:
 
 
 def _token(emulator: RunningEmulator) -> str:
-    seed = emulator.seed
-    token, _lifetime = emulator.state.tokens.issue(
-        audience=emulator.config.arm_audience, oid=seed["deployer_object_id"], appid=seed["deployer_client_id"]
-    )
-    return token
+    return emulator.token()
 
 
 @pytest.fixture
@@ -121,12 +117,8 @@ def msi(emulator, credential) -> ManagedServiceIdentityClient:
 
 @pytest.fixture
 def http(emulator) -> requests.Session:
-    """Raw HTTPS with the ARM token; trust_env off so REQUESTS_CA_BUNDLE cannot replace the lab CA."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(emulator.ca_file)
-    session.headers["Authorization"] = f"Bearer {_token(emulator)}"
-    return session
+    """Raw HTTPS with the ARM token."""
+    return emulator.session(_token(emulator))
 
 
 def _group_path(emulator, resource_group: str | None = None) -> str:
@@ -577,7 +569,6 @@ def test_entra_accepts_a_token_signed_by_the_wired_apiserver(emulator, aks, msi,
     """The whole trust chain through real clients: wired issuer -> federated credential -> Entra exchange."""
     if importlib.util.find_spec("tests.lab.azure.entra") is None:
         pytest.skip("the token endpoint is entra.py, not written yet")
-    from azure.identity import ClientAssertionCredential
 
     apiserver = FakeApiserver(tmp_path, pki.create_ca(emulator.ca_file.parent))
     try:
@@ -589,16 +580,7 @@ def test_entra_accepts_a_token_signed_by_the_wired_apiserver(emulator, aks, msi,
         msi.federated_identity_credentials.create_or_update(group, "id-e2e", "fic-e2e", _fic_body(issuer=issuer))
         now = int(time.time())
         claims = {"iss": issuer, "sub": SUBJECT, "aud": [AUDIENCE], "iat": now, "nbf": now, "exp": now + 600}
-        assertion = jwt.encode(claims, apiserver.key, algorithm="RS256", headers={"kid": "lab-key"})
-        exchange = ClientAssertionCredential(
-            emulator.config.tenant_id,
-            identity.client_id,
-            lambda: assertion,
-            authority=emulator.base_url,
-            disable_instance_discovery=True,
-            connection_verify=str(emulator.ca_file),
-        )
-        token = exchange.get_token(ARM_SCOPE)
+        token = emulator.exchange(identity.client_id, apiserver.sign(claims), ARM_SCOPE)
         assert jwt.decode(token.token, options={"verify_signature": False})["oid"] == identity.principal_id
     finally:
         apiserver.close()
@@ -873,13 +855,7 @@ def test_callers_without_a_role_are_refused_and_lists_are_filtered(emulator):
     if importlib.util.find_spec("tests.lab.azure.authorization") is None:
         pytest.skip("RBAC is enforced by authorization.py, not written yet")
     stranger = str(uuid.uuid4())
-    token, _lifetime = emulator.state.tokens.issue(
-        audience=emulator.config.arm_audience, oid=stranger, appid=str(uuid.uuid4())
-    )
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(emulator.ca_file)
-    session.headers["Authorization"] = f"Bearer {token}"
+    session = emulator.session(emulator.token(oid=stranger))
     refused = session.get(_cluster_url(emulator))
     assert _error(refused)[:2] == (403, "AuthorizationFailed")
     assert "Microsoft.ContainerService/managedClusters/read" in _error(refused)[2]

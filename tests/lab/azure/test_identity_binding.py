@@ -68,13 +68,7 @@ class _Credential:
 
 
 def _token(emulator: RunningEmulator, oid: str | None = None) -> str:
-    seed = emulator.seed
-    token, _lifetime = emulator.state.tokens.issue(
-        audience=emulator.config.arm_audience,
-        oid=oid or seed["deployer_object_id"],
-        appid=seed["deployer_client_id"] if oid is None else str(uuid.uuid4()),
-    )
-    return token
+    return emulator.token(oid=oid)
 
 
 def _options(emulator: RunningEmulator) -> dict[str, Any]:
@@ -99,13 +93,8 @@ def msi(emulator) -> ManagedServiceIdentityClient:
 
 
 def _session(emulator: RunningEmulator, token: str | None = None) -> requests.Session:
-    """Raw HTTPS; trust_env off so REQUESTS_CA_BUNDLE cannot replace the lab CA. No token: anonymous."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(emulator.ca_file)
-    if token:
-        session.headers["Authorization"] = f"Bearer {token}"
-    return session
+    """Raw HTTPS; no token: anonymous."""
+    return emulator.session(token)
 
 
 @pytest.fixture
@@ -513,7 +502,6 @@ def test_a_cluster_issuer_is_still_served_beside_the_binding_issuers(emulator, a
 def test_entra_exchanges_a_token_of_the_binding_issuer_on_a_wired_cluster(emulator, aks, msi, tmp_path):
     """The chain a later step proves with the AKS token proxy: the binding issuer publishes the lab apiserver's keys
     on a wired cluster, and Entra trusts a token it signed through the managed credential."""
-    from azure.identity import ClientAssertionCredential
 
     apiserver = FakeApiserver(tmp_path, pki.create_ca(emulator.ca_file.parent))
     try:
@@ -536,16 +524,7 @@ def test_entra_exchanges_a_token_of_the_binding_issuer_on_a_wired_cluster(emulat
             "nbf": now,
             "exp": now + 600,
         }
-        assertion = jwt.encode(claims, apiserver.key, algorithm="RS256", headers={"kid": "lab-key"})
-        exchange = ClientAssertionCredential(
-            emulator.config.tenant_id,
-            identity.client_id,
-            lambda: assertion,
-            authority=emulator.base_url,
-            disable_instance_discovery=True,
-            connection_verify=str(emulator.ca_file),
-        )
-        token = exchange.get_token(ARM_SCOPE)
+        token = emulator.exchange(identity.client_id, apiserver.sign(claims), ARM_SCOPE)
         assert jwt.decode(token.token, options={"verify_signature": False})["oid"] == identity.principal_id
     finally:
         apiserver.close()

@@ -51,15 +51,7 @@ def emulator(lab: RunningEmulator) -> RunningEmulator:
 
 def _session(emulator: RunningEmulator, audience: str) -> requests.Session:
     """Raw HTTPS as the deployer, with a token for ``audience``; trust_env off so no proxy or CA bundle interferes."""
-    seed = emulator.seed
-    token, _lifetime = emulator.state.tokens.issue(
-        audience=audience, oid=seed["deployer_object_id"], appid=seed["deployer_client_id"]
-    )
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(emulator.ca_file)
-    session.headers["Authorization"] = f"Bearer {token}"
-    return session
+    return emulator.session(emulator.token(audience))
 
 
 @pytest.fixture

@@ -181,16 +181,7 @@ def emulator(lab: RunningEmulator) -> Iterator[RunningEmulator]:
 
 def _session(emulator: RunningEmulator) -> requests.Session:
     """HTTPS with the deployer's ARM token and the lab CA (trust_env off, so REQUESTS_CA_BUNDLE cannot interfere)."""
-    token, _lifetime = emulator.state.tokens.issue(
-        audience=emulator.config.arm_audience,
-        oid=emulator.seed["deployer_object_id"],
-        appid=emulator.seed["deployer_client_id"],
-    )
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(emulator.ca_file)
-    session.headers["Authorization"] = f"Bearer {token}"
-    return session
+    return emulator.session(emulator.token())
 
 
 @pytest.fixture
