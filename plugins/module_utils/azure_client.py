@@ -46,6 +46,7 @@ try:
     from azure.identity import (
         AzureCliCredential,
         ChainedTokenCredential,
+        ClientAssertionCredential,
         ClientSecretCredential,
         ManagedIdentityCredential,
         WorkloadIdentityCredential,
@@ -58,7 +59,7 @@ except ImportError:
 
     AzureError = ClientAuthenticationError = HttpResponseError = _AzureSdkMissing
     ServiceRequestError = ServiceResponseError = _AzureSdkMissing
-    AzureCliCredential = ChainedTokenCredential = ClientSecretCredential = None
+    AzureCliCredential = ChainedTokenCredential = ClientAssertionCredential = ClientSecretCredential = None
     ManagedIdentityCredential = WorkloadIdentityCredential = None
 
 try:
@@ -377,6 +378,14 @@ def credential_kwargs(cloud: AzureCloud, params: t.Mapping[str, t.Any]) -> dict[
     }
     kwargs.update(transport_kwargs(params))
     return kwargs
+
+
+def assertion_credential(
+    cloud: AzureCloud, params: t.Mapping[str, t.Any], tenant_id: str, client_id: str, assertion: str
+) -> t.Any:
+    """A credential that exchanges ``assertion`` (a ServiceAccount token) for the identity ``client_id``'s Entra
+    tokens, as the workload's own SDK does, with the module's cloud and CA settings."""
+    return ClientAssertionCredential(tenant_id, client_id, lambda: assertion, **credential_kwargs(cloud, params))
 
 
 def transport_kwargs(params: t.Mapping[str, t.Any]) -> dict[str, t.Any]:

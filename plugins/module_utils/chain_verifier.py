@@ -26,9 +26,9 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client
     ClientAuthenticationError,
     HttpResponseError,
     ResourceManagementClient,
+    assertion_credential,
     azure_error,
     azure_error_parts,
-    credential_kwargs,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
@@ -75,11 +75,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     validate_uuid,
     validate_wait_timeout,
 )
-
-try:
-    from azure.identity import ClientAssertionCredential
-except ImportError:
-    ClientAssertionCredential = None  # AzureModule reports the missing azure-identity
 
 # TokenRequestSpec.expirationSeconds: "The expiration can't be less than 10 minutes" (Kubernetes API reference,
 # kubernetes.io/docs/reference/kubernetes-api/authentication-resources/token-request-v1/), and at most 2^32 seconds
@@ -430,9 +425,7 @@ class Verifier:
             self.skip(tc.EXCHANGE, "no token" if self.token is None else "no client ID or tenant to exchange for")
             return
         token = self.token
-        self.workload_credential = ClientAssertionCredential(
-            tenant, client_id, lambda: token, **credential_kwargs(self.azure.cloud, self.params)
-        )
+        self.workload_credential = assertion_credential(self.azure.cloud, self.params, tenant, client_id, token)
         scope = self.scope()
 
         def attempt() -> tuple[str | None, str | None, t.Any]:

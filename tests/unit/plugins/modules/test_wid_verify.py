@@ -12,7 +12,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from kubernetes import client as k8s
 
-from ansible_collections.aks.workload_identity.plugins.module_utils import chain_verifier
+from ansible_collections.aks.workload_identity.plugins.module_utils import azure_client, chain_verifier
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import KNOWN_CLOUDS, AzureModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8sModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import ANNOTATION_CLIENT_ID
@@ -119,7 +119,7 @@ def world(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(AzureModule, "msi", property(lambda self: FakeMsi(state.credentials)))
     aks = types.SimpleNamespace(managed_clusters=types.SimpleNamespace(get=lambda rg, name: cluster))
     monkeypatch.setattr(AzureModule, "containerservice", property(lambda self: aks))
-    monkeypatch.setattr(chain_verifier, "ClientAssertionCredential", FakeCredential)
+    monkeypatch.setattr(azure_client, "ClientAssertionCredential", FakeCredential)
     FakeCredential.answer, FakeCredential.assertions = None, []
     return state
 
