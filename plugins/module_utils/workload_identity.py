@@ -52,6 +52,25 @@ MAX_SUBJECT_LENGTH = 600  # azure-behaviour §4
 MAX_AUDIENCE_LENGTH = 600  # azure-behaviour §4
 MAX_FEDERATED_CREDENTIALS_PER_IDENTITY = 20  # azure-behaviour §4
 
+# --- AKS identity bindings (azure-behaviour §10) -----------------------------------------------------------
+# learn.microsoft.com/azure/aks/identity-bindings-concepts and .../identity-bindings: one binding maps one identity to
+# one cluster; AKS keeps one credential with this name on the identity for all its bindings, and Kubernetes RBAC
+# (this verb, on this API group, the resource being the identity's client ID) says which ServiceAccounts may use it.
+IDENTITY_BINDING_CREDENTIAL_NAME = "aks-identity-binding"
+IDENTITY_BINDING_RBAC_API_GROUP = "cid.wi.aks.azure.com"
+IDENTITY_BINDING_RBAC_VERB = "use-managed-identity"
+# Pod annotation: the webhook's custom token endpoint annotation, "use-" + the suffix AKS configures
+# (github.com/Azure/azure-workload-identity pkg/webhook/webhook.go, v1.6.0: NewPodMutator).
+ANNOTATION_USE_IDENTITY_BINDING = "azure.workload.identity/use-identity-binding"
+# What the webhook adds to a pod using the token proxy (pkg/webhook/consts.go, v1.6.0).
+ENV_KUBERNETES_TOKEN_PROXY = "AZURE_KUBERNETES_TOKEN_PROXY"
+ENV_KUBERNETES_SNI_NAME = "AZURE_KUBERNETES_SNI_NAME"
+ENV_KUBERNETES_CA_FILE = "AZURE_KUBERNETES_CA_FILE"
+# Spec (aks/stable/2026-04-01 managedClusters.json, identityBindingName): lower-case letter, then up to 63
+# lower-case letters or digits.
+IDENTITY_BINDING_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,63}$")
+FEDERATIONS = ("federated_credential", "identity_binding")  # how a workload's identity trusts its tokens
+
 # --- Names ----------------------------------------------------------------------------------------------------
 # azure-behaviour §1: AKS managedClusters name, 1-63 characters.
 # User-assigned identity names: 3-128 alphanumerics, '-' or '_', starting with a letter or digit
@@ -156,6 +175,28 @@ def validate_identity_name(value: t.Any, field: str = "name") -> list[str]:
     if not isinstance(value, str) or not IDENTITY_NAME_PATTERN.match(value):
         return [f"{field}: must be 3-128 letters, digits, '-' or '_', starting with a letter or digit"]
     return []
+
+
+def validate_identity_binding_name(value: t.Any, field: str = "name") -> list[str]:
+    if not isinstance(value, str) or not IDENTITY_BINDING_NAME_PATTERN.match(value):
+        return [f"{field}: must be 1-64 lower-case letters or digits, starting with a letter"]
+    return []
+
+
+def default_identity_binding_name(identity_name: str) -> str:
+    """A binding name derived from the identity's name: its letters and digits, lower-cased, 64 at most, led by a
+    letter. Two identities whose names differ only in '-', '_' or case map to the same name: the plan finds the
+    binding by identity first, and refuses a clash by name."""
+    kept = re.sub(r"[^a-z0-9]", "", identity_name.lower())
+    if not kept or not kept[0].isalpha():
+        kept = "id" + kept
+    return kept[:64]
+
+
+def identity_binding_role_name(client_id: str) -> str:
+    """The ClusterRole (and ClusterRoleBinding) this collection names for one identity's binding: the client ID
+    keeps it unique per identity and stable across runs."""
+    return f"azure-wi-identity-binding-{client_id.lower()}"
 
 
 # ARM's rule for resource group names (Microsoft.Resources naming rules): 1-90 letters, digits, '_', '-', '.',
