@@ -33,9 +33,12 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     DEFAULT_PROXY_SIDECAR_PORT,
+    FEDERATIONS,
     MAX_FEDERATED_CREDENTIALS_PER_IDENTITY,
+    default_identity_binding_name,
     service_account_subject,
     validate_federated_credential_name,
+    validate_identity_binding_name,
     validate_identity_name,
     validate_issuer,
     validate_location,
@@ -43,6 +46,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     validate_uuid,
 )
 
+FEDERATED_CREDENTIAL, IDENTITY_BINDING = FEDERATIONS
 # The workload role's workload_items options (roles/workload/meta/argument_specs.yml; a unit test keeps them equal).
 ITEM_SPEC: dict[str, dict[str, t.Any]] = {
     "name": {"type": "str", "required": True},
@@ -59,6 +63,8 @@ ITEM_SPEC: dict[str, dict[str, t.Any]] = {
         },
     },
     "credential_name": {"type": "str"},
+    "federation": {"type": "str", "choices": list(FEDERATIONS), "default": FEDERATED_CREDENTIAL},
+    "identity_binding_name": {"type": "str"},
     "grants": {
         "type": "list",
         "elements": "dict",
@@ -171,6 +177,8 @@ class Item:
     service_account: str
     identity: IdentityRef
     credential_name: str | None = None
+    federation: str = FEDERATED_CREDENTIAL
+    identity_binding_name: str | None = None
     grants: tuple[Grant, ...] = ()
     token_expiration: int | None = None
     tenant_annotation: bool = True
@@ -188,6 +196,15 @@ class Item:
     @property
     def subject(self) -> str:
         return service_account_subject(self.namespace, self.service_account)
+
+    @property
+    def uses_binding(self) -> bool:
+        return self.federation == IDENTITY_BINDING
+
+    @property
+    def binding_name(self) -> str:
+        """The identity binding's name on the cluster: given, or derived from the identity's name."""
+        return self.identity_binding_name or default_identity_binding_name(self.identity.name)
 
     @property
     def where(self) -> str:
@@ -285,6 +302,8 @@ def _item(index: int, values: dict[str, t.Any], raw: dict[str, t.Any], default_l
             create=identity["create"],
         ),
         credential_name=values.get("credential_name") or None,
+        federation=values["federation"],
+        identity_binding_name=values.get("identity_binding_name") or None,
         grants=tuple(Grant(g["role"], g["scope"]) for g in values["grants"]),
         token_expiration=values.get("token_expiration"),
         tenant_annotation=values["tenant_annotation"],
@@ -357,6 +376,7 @@ def desired_pod_template(
         state=state,
         proxy_sidecar=item.proxy_sidecar if state == "present" else None,
         proxy_sidecar_port=item.proxy_sidecar_port,
+        identity_binding=item.uses_binding if state == "present" else None,
     )
 
 
@@ -376,7 +396,16 @@ def validate_item(item: Item, *, state: str, issuer: str | None) -> list[str]:
     ]
     if item.credential_name is not None:
         errors += validate_federated_credential_name(item.credential_name, "credential_name")
-    if state == "present" and issuer:
+        if item.uses_binding:
+            errors.append(
+                "credential_name: only applies with federation: federated_credential; an identity binding uses the "
+                "credential AKS manages"
+            )
+    if item.identity_binding_name is not None:
+        errors += validate_identity_binding_name(item.identity_binding_name, "identity_binding_name")
+        if not item.uses_binding:
+            errors.append("identity_binding_name: only applies with federation: identity_binding")
+    if state == "present" and issuer and not item.uses_binding:
         errors += [
             e
             for e in federated_credential.validate(desired_credential(item, issuer))
@@ -440,12 +469,30 @@ def _identity_agreement(members: list[Item]) -> list[str]:
             errors.append(f"{other.where}: identity.create: differs from {first.where}, which uses the same identity")
         if (other.identity.location or "").lower() != (first.identity.location or "").lower():
             errors.append(f"{other.where}: identity.location: differs from {first.where}, which uses the same identity")
-    if len(members) > MAX_FEDERATED_CREDENTIALS_PER_IDENTITY:
+    bound = [m for m in members if m.uses_binding]
+    for other in bound[1:]:
+        if other.binding_name != bound[0].binding_name:
+            errors.append(
+                f"{other.where}: identity_binding_name: differs from {bound[0].where}, which binds the same identity "
+                "(one binding per identity and cluster)"
+            )
+    needed = credentials_needed(members)
+    if needed > MAX_FEDERATED_CREDENTIALS_PER_IDENTITY:
+        own = [m.name for m in members if not m.uses_binding]
         errors.append(
-            f"{first.identity.label} is used by {len(members)} items ({', '.join(m.name for m in members)}); an "
-            f"identity holds at most {MAX_FEDERATED_CREDENTIALS_PER_IDENTITY} federated credentials"
+            f"{first.identity.label} would need {needed} federated credentials ({len(own)} items with their own: "
+            f"{', '.join(own)}{'; 1 for its identity binding' if bound else ''}); an identity holds at most "
+            f"{MAX_FEDERATED_CREDENTIALS_PER_IDENTITY}. Set federation: identity_binding on these items: a binding "
+            "serves any number of ServiceAccounts on the cluster with one credential"
         )
     return errors
+
+
+def credentials_needed(members: t.Iterable[Item]) -> int:
+    """The federated credentials the items of one identity need on one cluster: one each with their own, one
+    (AKS's shared aks-identity-binding) for all those using the identity binding."""
+    members = list(members)
+    return sum(1 for m in members if not m.uses_binding) + (1 if any(m.uses_binding for m in members) else 0)
 
 
 def identity_groups(items: t.Iterable[Item]) -> dict[tuple[str, str], list[Item]]:

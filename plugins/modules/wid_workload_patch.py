@@ -19,6 +19,9 @@ description:
   - With O(proxy_sidecar), also sets or removes the C(azure.workload.identity/inject-proxy-sidecar) and
     C(azure.workload.identity/proxy-sidecar-port) annotations, for applications that still use the Azure Instance
     Metadata Service (the webhook's migration sidecar).
+  - With O(identity_binding), also sets or removes the C(azure.workload.identity/use-identity-binding) annotation,
+    for workloads whose identity reaches the cluster through an AKS identity binding
+    (M(aks.workload_identity.aks_identity_binding)) rather than a federated credential of their own.
   - Every change is one JSON merge patch (RFC 7386) naming only these keys; containers, volumes and every other
     label or annotation of the template are left as they are.
   - Changing the pod template of a Deployment, StatefulSet or DaemonSet makes Kubernetes roll out new pods (that
@@ -67,6 +70,16 @@ options:
         and C(azure.workload.identity/proxy-sidecar-port)); V(false) removes both annotations.
       - When not set, the proxy annotations are left as they are.
     type: bool
+  identity_binding:
+    description:
+      - V(true) sets C(azure.workload.identity/use-identity-binding=true) on the pod template: the webhook (v1.6 or
+        later, as AKS configures it for identity bindings) then gives the pods a token for the AKS token proxy
+        (C(AZURE_KUBERNETES_TOKEN_PROXY), C(AZURE_KUBERNETES_SNI_NAME), C(AZURE_KUBERNETES_CA_FILE)) instead of one
+        for Microsoft Entra ID directly. The application's Azure Identity library must opt in to the proxy
+        (azure-identity for Python 1.26.0b1 or later: C(WorkloadIdentityCredential(enable_azure_proxy=True))).
+      - V(false) removes the annotation. When not set, it is left as it is.
+      - See U(https://learn.microsoft.com/azure/aks/identity-bindings).
+    type: bool
   proxy_sidecar_port:
     description:
       - Port of the proxy sidecar, 1 to 65535. The webhook's default is V(8000).
@@ -76,7 +89,7 @@ options:
   state:
     description:
       - V(present) sets the label, the ServiceAccount and, with O(proxy_sidecar), the proxy annotations.
-      - V(absent) removes the label and the proxy annotations, so new pods are no longer mutated. The
+      - V(absent) removes the label, the proxy annotations and the identity binding annotation, so new pods are no longer mutated. The
         C(serviceAccountName) is left as it is (the module cannot know which one the pods used before).
     type: str
     choices: [present, absent]
@@ -144,7 +157,15 @@ EXAMPLES = r"""
     proxy_sidecar: true
     proxy_sidecar_port: 8000
 
-- name: Stop mutating the pods of a DaemonSet (label and proxy annotations removed)
+- name: Let a Deployment's pods get their tokens through the cluster's identity binding
+  aks.workload_identity.wid_workload_patch:
+    namespace: payments
+    kind: Deployment
+    name: payments-api
+    service_account: payments-api
+    identity_binding: true
+
+- name: Stop mutating the pods of a DaemonSet (label and annotations removed)
   aks.workload_identity.wid_workload_patch:
     namespace: monitoring
     kind: DaemonSet
@@ -172,6 +193,7 @@ workload:
     workload_identity: true
     proxy_sidecar: false
     proxy_sidecar_port: null
+    identity_binding: false
   contains:
     kind:
       description: Kind of the workload.
@@ -213,6 +235,10 @@ workload:
       description: The C(azure.workload.identity/proxy-sidecar-port) annotation, V(null) when not set.
       type: int
       returned: when the workload exists
+    identity_binding:
+      description: Whether the pod template carries C(azure.workload.identity/use-identity-binding=true).
+      type: bool
+      returned: when the workload exists
 pod_template:
   description: Where the pod template sits in the workload, the field the label and ServiceAccount are set in.
   returned: always
@@ -246,6 +272,7 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "service_account": {"type": "str"},
     "proxy_sidecar": {"type": "bool"},
     "proxy_sidecar_port": {"type": "int"},
+    "identity_binding": {"type": "bool"},
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
 }
 
@@ -259,6 +286,7 @@ def desired_from_params(params: dict[str, t.Any]) -> DesiredPodTemplate:
         state=params["state"],
         proxy_sidecar=params["proxy_sidecar"],
         proxy_sidecar_port=params["proxy_sidecar_port"],
+        identity_binding=params["identity_binding"],
     )
 
 

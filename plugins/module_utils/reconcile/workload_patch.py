@@ -30,6 +30,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ANNOTATION_INJECT_PROXY_SIDECAR,
     ANNOTATION_PROXY_SIDECAR_PORT,
+    ANNOTATION_USE_IDENTITY_BINDING,
     CRONJOB_NAME_MAX,
     DEFAULT_PROXY_SIDECAR_PORT,
     LABEL_USE,
@@ -50,7 +51,9 @@ MIN_PORT, MAX_PORT = 1, 65535
 # --- The desired state --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DesiredPodTemplate:
-    """What the caller wants. ``proxy_sidecar``: ``None`` leaves the proxy annotations alone."""
+    """What the caller wants. ``proxy_sidecar`` and ``identity_binding``: ``None`` leaves their annotations alone.
+    ``identity_binding`` true sets ``azure.workload.identity/use-identity-binding: "true"``: the pods get their
+    tokens through the AKS token proxy of the cluster's identity bindings."""
 
     namespace: str
     kind: str
@@ -59,6 +62,7 @@ class DesiredPodTemplate:
     state: str = PRESENT
     proxy_sidecar: bool | None = None
     proxy_sidecar_port: int | None = None
+    identity_binding: bool | None = None
 
     @property
     def target(self) -> str:
@@ -100,12 +104,17 @@ def owned_labels(desired: DesiredPodTemplate) -> dict[str, str | None]:
 
 
 def owned_annotations(desired: DesiredPodTemplate) -> dict[str, str | None]:
+    owned: dict[str, str | None] = {}
     if desired.state == ABSENT or desired.proxy_sidecar is False:
-        return dict.fromkeys(PROXY_ANNOTATIONS)
-    if desired.proxy_sidecar:
+        owned.update(dict.fromkeys(PROXY_ANNOTATIONS))
+    elif desired.proxy_sidecar:
         port = desired.proxy_sidecar_port or DEFAULT_PROXY_SIDECAR_PORT
-        return {ANNOTATION_INJECT_PROXY_SIDECAR: "true", ANNOTATION_PROXY_SIDECAR_PORT: str(port)}
-    return {}
+        owned.update({ANNOTATION_INJECT_PROXY_SIDECAR: "true", ANNOTATION_PROXY_SIDECAR_PORT: str(port)})
+    if desired.state == ABSENT or desired.identity_binding is False:
+        owned[ANNOTATION_USE_IDENTITY_BINDING] = None
+    elif desired.identity_binding:
+        owned[ANNOTATION_USE_IDENTITY_BINDING] = "true"
+    return owned
 
 
 def _rebuild(before: dict[str, t.Any], service_account: str | None, labels: dict, annotations: dict) -> dict:
@@ -118,6 +127,7 @@ def _rebuild(before: dict[str, t.Any], service_account: str | None, labels: dict
         "workload_identity": labels.get(LABEL_USE) == LABEL_USE_VALUE,
         "proxy_sidecar": annotations.get(ANNOTATION_INJECT_PROXY_SIDECAR) == "true",
         "proxy_sidecar_port": int(port) if isinstance(port, str) and port.isdigit() else None,
+        "identity_binding": str(annotations.get(ANNOTATION_USE_IDENTITY_BINDING, "")).lower() == "true",
     }
 
 

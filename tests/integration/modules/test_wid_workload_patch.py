@@ -12,6 +12,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from ansible_collections.aks.workload_identity.plugins.module_utils import workload_identity as wi
 from tests.integration.runner import run_module
 
 pytestmark = pytest.mark.lab
@@ -120,6 +121,10 @@ def test_deployment_lifecycle(lab, admin):
     assert with_proxy.changed
     annotations = admin.apps.read_namespaced_deployment("orders-api", namespace).spec.template.metadata.annotations
     assert annotations == {"keep": "me", INJECT: "true", PORT: "8001"}
+    with_binding = run(lab, {**args, "identity_binding": True})
+    assert with_binding.changed and with_binding["workload"]["identity_binding"] is True
+    annotations = admin.apps.read_namespaced_deployment("orders-api", namespace).spec.template.metadata.annotations
+    assert annotations == {"keep": "me", INJECT: "true", PORT: "8001", wi.ANNOTATION_USE_IDENTITY_BINDING: "true"}
     removed = run(lab, {"namespace": namespace, "kind": "Deployment", "name": "orders-api", "state": "absent"})
     assert removed.changed
     template = admin.apps.read_namespaced_deployment("orders-api", namespace).spec.template

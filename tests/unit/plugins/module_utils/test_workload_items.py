@@ -11,6 +11,7 @@ import yaml
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_items import (
     ITEM_SPEC,
+    credentials_needed,
     batches,
     parse_items,
     validate_fleet,
@@ -138,7 +139,52 @@ def test_items_sharing_an_identity_must_agree_and_fit_its_20_credentials():
     found = errors_of([item("a", identity=shared), item("b", identity={**shared, "create": False})])
     assert found == ["items[1] (b): identity.create: differs from items[0] (a), which uses the same identity"]
     many = [item(f"w{i}", identity=shared) for i in range(21)]
-    assert any("is used by 21 items" in e and "at most 20" in e for e in errors_of(many))
+    assert any("would need 21 federated credentials" in e and "at most 20" in e for e in errors_of(many))
+
+
+def test_an_identity_binding_serves_any_number_of_service_accounts_with_one_credential():
+    shared = {"name": "id-shared", "resource_group": "rg-apps"}
+    bound = [item(f"w{i}", identity=shared, federation="identity_binding") for i in range(25)]
+    assert errors_of(bound) == []
+    assert credentials_needed(parse_items(bound)[0]) == 1
+    # 19 of their own plus the binding's one fit; 20 of their own plus the binding's do not
+    mixed = bound[:5] + [item(f"own{i}", identity=shared) for i in range(19)]
+    assert errors_of(mixed) == []
+    over = errors_of(bound[:5] + [item(f"own{i}", identity=shared) for i in range(20)])
+    assert (
+        len(over) == 1 and "would need 21 federated credentials" in over[0] and "1 for its identity binding" in over[0]
+    )
+
+
+def test_identity_binding_options_are_checked():
+    found = errors_of([item("a", federation="identity_binding", identity_binding_name="Bad-Name")])
+    assert found == [
+        "items[0] (a): identity_binding_name: must be 1-64 lower-case letters or digits, starting with a letter"
+    ]
+    found = errors_of([item("a", identity_binding_name="ok")])
+    assert found == ["items[0] (a): identity_binding_name: only applies with federation: identity_binding"]
+    found = errors_of([item("a", federation="identity_binding", credential_name="fic-a")])
+    assert found[0].startswith("items[0] (a): credential_name: only applies with federation: federated_credential")
+    shared = {"name": "id-shared", "resource_group": "rg-apps"}
+    found = errors_of(
+        [
+            item("a", identity=shared, federation="identity_binding"),
+            item("b", identity=shared, federation="identity_binding", identity_binding_name="other"),
+        ]
+    )
+    assert found == [
+        "items[1] (b): identity_binding_name: differs from items[0] (a), which binds the same identity (one binding "
+        "per identity and cluster)"
+    ]
+    assert errors_of([item("a", federation="nope")])[0].startswith("items[0] (a): value of federation must be one of")
+
+
+def test_binding_items_default_their_binding_name_from_the_identity():
+    parsed, _ = parse_items(
+        [item("a", identity={"name": "Id_Orders-1", "resource_group": "rg"}, federation="identity_binding")]
+    )
+    assert parsed[0].binding_name == "idorders1"
+    assert parsed[0].uses_binding
 
 
 def test_the_issuer_and_tenant_are_checked():

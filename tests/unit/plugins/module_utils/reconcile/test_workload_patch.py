@@ -21,6 +21,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ANNOTATION_INJECT_PROXY_SIDECAR,
     ANNOTATION_PROXY_SIDECAR_PORT,
+    ANNOTATION_USE_IDENTITY_BINDING,
     LABEL_USE,
 )
 from tests.unit.plugins.module_utils.reconcile.test_service_account import api_error, not_found
@@ -205,6 +206,7 @@ def test_normalize_reads_the_pod_template_from_an_api_dict():
         "workload_identity": True,
         "proxy_sidecar": False,
         "proxy_sidecar_port": 8001,
+        "identity_binding": False,
     }
 
 
@@ -283,6 +285,30 @@ def test_plan_leaves_proxy_annotations_alone_when_not_asked_and_removes_them_whe
     assert wp.plan(current, desired()).action == NONE
     removed = wp.plan(current, desired(proxy_sidecar=False))
     assert removed.after["annotations"] == {"other": "x"}
+
+
+def test_plan_sets_the_identity_binding_annotation_and_leaves_it_alone_when_not_asked():
+    decided = wp.plan(actual(annotations={"other": "x"}), desired(identity_binding=True))
+    assert decided.after["annotations"] == {"other": "x", ANNOTATION_USE_IDENTITY_BINDING: "true"}
+    assert decided.after["identity_binding"] is True
+    current = actual(
+        labels={LABEL_USE: "true"}, annotations={ANNOTATION_USE_IDENTITY_BINDING: "true"}, service_account="orders-api"
+    )
+    assert wp.plan(current, desired()).action == NONE
+    assert wp.plan(current, desired(identity_binding=True)).action == NONE
+    removed = wp.plan(current, desired(identity_binding=False))
+    assert removed.after["annotations"] == {}
+    assert removed.after["identity_binding"] is False
+
+
+def test_absent_removes_the_identity_binding_annotation_too():
+    current = actual(
+        labels={LABEL_USE: "true"}, annotations={ANNOTATION_USE_IDENTITY_BINDING: "true"}, service_account="orders-api"
+    )
+    decided = wp.plan(current, desired(state="absent", service_account=None))
+    assert decided.after["annotations"] == {}
+    body = wp.patch_body(decided, desired(state="absent", service_account=None), current)
+    assert body["spec"]["template"]["metadata"]["annotations"] == {ANNOTATION_USE_IDENTITY_BINDING: None}
 
 
 def test_absent_removes_label_and_proxy_annotations_but_keeps_the_service_account():
