@@ -11,8 +11,8 @@ import yaml
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_items import (
     ITEM_SPEC,
-    credentials_needed,
     batches,
+    credentials_needed,
     parse_items,
     validate_fleet,
 )
