@@ -35,6 +35,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     ANNOTATION_PROXY_SIDECAR_PORT,
     ANNOTATION_SERVICE_ACCOUNT_TOKEN_EXPIRATION,
     ANNOTATION_TENANT_ID,
+    ANNOTATION_USE_IDENTITY_BINDING,
     LABEL_USE,
     LABEL_USE_VALUE,
 )
@@ -159,6 +160,7 @@ def normalize_workload(workload: t.Any, kind: str) -> dict[str, t.Any]:
         "workload_identity": labels.get(LABEL_USE) == LABEL_USE_VALUE,
         "proxy_sidecar": annotations.get(ANNOTATION_INJECT_PROXY_SIDECAR) == "true",
         "proxy_sidecar_port": int(port) if isinstance(port, str) and port.isdigit() else None,
+        "identity_binding": str(annotations.get(ANNOTATION_USE_IDENTITY_BINDING, "")).lower() == "true",
     }
 
 
