@@ -448,3 +448,7 @@ class K8sModule:
     @property
     def authentication_v1(self) -> t.Any:
         return self._api("AuthenticationV1Api")
+
+    @property
+    def authorization_v1(self) -> t.Any:
+        return self._api("AuthorizationV1Api")

@@ -36,6 +36,8 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     ANNOTATION_SERVICE_ACCOUNT_TOKEN_EXPIRATION,
     ANNOTATION_TENANT_ID,
     ANNOTATION_USE_IDENTITY_BINDING,
+    IDENTITY_BINDING_RBAC_API_GROUP,
+    IDENTITY_BINDING_RBAC_VERB,
     LABEL_USE,
     LABEL_USE_VALUE,
 )
@@ -577,3 +579,230 @@ class WebhookConfigurations(_Gateway):
             "MutatingWebhookConfigurations",
         )
         return [c.metadata.name for c in configurations if any(w.name == webhook_name for w in c.webhooks or [])]
+
+
+# --- RBAC: the ClusterRole and ClusterRoleBinding of an identity binding, and access reviews ----------------------
+RBAC_API_GROUP = "rbac.authorization.k8s.io"
+# PolicyRule fields (camelCase in the API) and the snake_case keys the collection reports them under.
+_RULE_FIELDS = (
+    ("apiGroups", "api_groups"),
+    ("resources", "resources"),
+    ("verbs", "verbs"),
+    ("resourceNames", "resource_names"),
+    ("nonResourceURLs", "non_resource_urls"),
+)
+
+
+def _api_dict(found: t.Any, api: t.Any) -> dict[str, t.Any]:
+    """An API object as the API server's JSON (camelCase): from a raw response (``_preload_content=False``), a
+    kubernetes model (serialised with its own attribute map, so ``nonResourceURLs`` keeps its name) or a dict."""
+    data = getattr(found, "data", None)
+    if isinstance(data, (bytes, str)):
+        return json.loads(data)
+    if hasattr(found, "to_dict"):
+        return api.api_client.sanitize_for_serialization(found)
+    return dict(found or {})
+
+
+def normalize_policy_rule(rule: t.Mapping[str, t.Any]) -> dict[str, list[str]]:
+    """A PolicyRule with only the fields it sets, each a list of strings, under snake_case keys."""
+    return {snake: list(rule[camel]) for camel, snake in _RULE_FIELDS if rule.get(camel)}
+
+
+def policy_rule_body(rule: t.Mapping[str, t.Any]) -> dict[str, list[str]]:
+    return {camel: list(rule[snake]) for camel, snake in _RULE_FIELDS if rule.get(snake)}
+
+
+def normalize_rbac_subject(subject: t.Mapping[str, t.Any]) -> dict[str, str]:
+    """A Subject: kind, name, and namespace (ServiceAccounts) and apiGroup (users and groups) when set."""
+    normalized = {"kind": subject.get("kind"), "name": subject.get("name")}
+    if subject.get("namespace"):
+        normalized["namespace"] = subject["namespace"]
+    if subject.get("apiGroup"):
+        normalized["api_group"] = subject["apiGroup"]
+    return normalized
+
+
+def rbac_subject_body(subject: t.Mapping[str, t.Any]) -> dict[str, str]:
+    body = {"kind": subject["kind"], "name": subject["name"]}
+    if subject.get("namespace"):
+        body["namespace"] = subject["namespace"]
+    if subject.get("api_group"):
+        body["apiGroup"] = subject["api_group"]
+    return body
+
+
+def _rbac_metadata(document: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    metadata = _metadata(document)
+    return {
+        "name": metadata.get("name"),
+        "uid": metadata.get("uid"),
+        "resource_version": metadata.get("resourceVersion"),
+        "labels": dict(metadata.get("labels") or {}),
+    }
+
+
+def normalize_cluster_role(document: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """A ClusterRole (API JSON) as the collection reports it; ``aggregated`` when an aggregationRule makes the
+    controller manager own its rules."""
+    return {
+        **_rbac_metadata(document),
+        "rules": [normalize_policy_rule(rule) for rule in document.get("rules") or []],
+        "aggregated": document.get("aggregationRule") is not None,
+    }
+
+
+def normalize_cluster_role_binding(document: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """A ClusterRoleBinding (API JSON) as the collection reports it, its subjects in the API server's order."""
+    role_ref = document.get("roleRef") or {}
+    return {
+        **_rbac_metadata(document),
+        "role_ref": {"api_group": role_ref.get("apiGroup"), "kind": role_ref.get("kind"), "name": role_ref.get("name")},
+        "subjects": [normalize_rbac_subject(subject) for subject in document.get("subjects") or []],
+    }
+
+
+class _ClusterScopedRbac(_Gateway):
+    """Read, create, merge-patch and delete one cluster-scoped RBAC kind; ``api`` is a kubernetes
+    ``RbacAuthorizationV1Api``. Answers are read as the API server's JSON.
+
+    Optimistic concurrency: a patch body carrying ``metadata.resourceVersion`` is refused with 409 Conflict when
+    the object changed since that version, and a delete carries the uid and resourceVersion as preconditions; both
+    raise ``Raced`` then (and on 404), so a list we replace whole (rules, subjects) never drops another writer's
+    entry.
+    https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions
+    """
+
+    kind = ""  # ClusterRole or ClusterRoleBinding
+    resource = ""  # the kubernetes client's method suffix and the request counter's name
+    normalize: t.Callable[[t.Mapping[str, t.Any]], dict[str, t.Any]]
+
+    def _method(self, verb: str) -> t.Callable[..., t.Any]:
+        return getattr(self.api, f"{verb}_{self.resource}")
+
+    def _operation(self, verb: str) -> str:
+        return f"kubernetes.{self.resource.replace('_', '')}s.{verb}"
+
+    def _normalized(self, found: t.Any) -> dict[str, t.Any]:
+        return type(self).normalize(_api_dict(found, self.api))
+
+    def read(self, name: str) -> dict[str, t.Any] | None:
+        found = self._counted(
+            self._operation("get"),
+            lambda: self._method("read")(name, _preload_content=False),
+            f"read {self.kind}",
+            f"'{name}'",
+            none_if_not_found=True,
+        )
+        return self._normalized(found) if found is not None else None
+
+    def list(self, label_selector: str | None = None) -> dict[str, dict[str, t.Any]]:
+        """The cluster's objects of this kind by name (those matching ``label_selector``): one LIST per page."""
+        selector = {"label_selector": label_selector} if label_selector else {}
+        items = self._list_json(
+            self._operation("list"),
+            lambda **kwargs: self._method("list")(**selector, **kwargs),
+            f"list {self.kind}s",
+            f"matching '{label_selector}'" if label_selector else "in the cluster",
+        )
+        found = [type(self).normalize(item) for item in items]
+        return {item["name"]: item for item in found}
+
+    def create(self, body: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Create (a dry run in check mode); created meanwhile by another writer raises ``Raced``."""
+        created = self._create(
+            self._operation("create"),
+            lambda **dry_run: self._method("create")(body, _preload_content=False, **dry_run),
+            f"create {self.kind}",
+            f"'{body['metadata']['name']}'",
+        )
+        return self._normalized(created)
+
+    def patch(self, name: str, body: dict[str, t.Any]) -> dict[str, t.Any]:
+        """A JSON merge patch (RFC 7386); with ``metadata.resourceVersion`` in ``body``, changed or deleted since
+        that version raises ``Raced``."""
+        self.calls.add(self._operation("patch"))
+        extra: dict[str, t.Any] = {"_content_type": MERGE_PATCH, "_preload_content": False, **self._dry_run()}
+        try:
+            patched = self._call(lambda: self._method("patch")(name, body, **extra), f"update {self.kind}", f"'{name}'")
+        except WorkloadIdentityError as error:
+            if error.status in (404, 409):
+                raise Raced() from error
+            raise
+        return self._normalized(patched)
+
+    def delete(self, name: str, uid: str | None, resource_version: str | None = None) -> None:
+        """Delete only the object we read (uid, and resourceVersion when given, as preconditions); gone or changed
+        since raises ``Raced``."""
+        preconditions = {
+            key: value for key, value in (("uid", uid), ("resourceVersion", resource_version)) if value is not None
+        }
+        options = delete_options(self.dry_run, **({"preconditions": preconditions} if preconditions else {}))
+        self.calls.add(self._operation("delete"))
+        try:
+            self._call(
+                lambda: self._method("delete")(name, body=options, _preload_content=False, **self._dry_run()),
+                f"delete {self.kind}",
+                f"'{name}'",
+            )
+        except WorkloadIdentityError as error:
+            if error.status in (404, 409):
+                raise Raced() from error
+            raise
+
+
+class ClusterRoles(_ClusterScopedRbac):
+    """ClusterRoles; ``api`` is a kubernetes ``RbacAuthorizationV1Api``."""
+
+    kind = "ClusterRole"
+    resource = "cluster_role"
+    normalize = staticmethod(normalize_cluster_role)
+
+
+class ClusterRoleBindings(_ClusterScopedRbac):
+    """ClusterRoleBindings; ``api`` is a kubernetes ``RbacAuthorizationV1Api``."""
+
+    kind = "ClusterRoleBinding"
+    resource = "cluster_role_binding"
+    normalize = staticmethod(normalize_cluster_role_binding)
+
+
+def service_account_groups(namespace: str) -> list[str]:
+    """The groups the API server gives a ServiceAccount token's user, plus the one every authenticated user gets.
+    https://kubernetes.io/docs/reference/access-authn-authz/authentication/#service-account-tokens and
+    https://kubernetes.io/docs/reference/access-authn-authz/rbac/#referring-to-subjects"""
+    return ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
+
+
+class AccessReviews(_Gateway):
+    """SubjectAccessReviews; ``api`` is a kubernetes ``AuthorizationV1Api``. A review is a question, never stored,
+    so it is sent as is even by a gateway built with ``dry_run=True``."""
+
+    def can_use_identity(self, namespace: str, service_account: str, client_id: str) -> dict[str, t.Any]:
+        """Whether the API server's authorizers let the ServiceAccount's token use the identity of ``client_id``
+        through an AKS identity binding: the verb ``use-managed-identity`` on the resource ``<client ID>`` of API
+        group ``cid.wi.aks.azure.com`` (learn.microsoft.com/azure/aks/identity-bindings), asked cluster-wide, as
+        the how-to's ClusterRoleBinding grants it. One POST; ``{"allowed": bool, "reason": str}``."""
+        user = f"system:serviceaccount:{namespace}:{service_account}"
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": service_account_groups(namespace),
+                "resourceAttributes": {
+                    "group": IDENTITY_BINDING_RBAC_API_GROUP,
+                    "resource": client_id,
+                    "verb": IDENTITY_BINDING_RBAC_VERB,
+                },
+            },
+        }
+        answer = self._counted(
+            "kubernetes.subjectaccessreviews.create",
+            lambda: self.api.create_subject_access_review(body, _preload_content=False),
+            "review the access of",
+            f"ServiceAccount {_target(namespace, service_account)} to identity '{client_id}'",
+        )
+        status = _api_dict(answer, self.api).get("status") or {}
+        reason = status.get("reason") or status.get("evaluationError") or ""
+        return {"allowed": bool(status.get("allowed")) and not status.get("denied"), "reason": reason}
