@@ -72,11 +72,11 @@ options:
     type: bool
   identity_binding:
     description:
-      - V(true) sets C(azure.workload.identity/use-identity-binding=true) on the pod template: the webhook (v1.6 or
+      - V(true) sets C(azure.workload.identity/use-identity-binding=true) on the pod template. The webhook (v1.6 or
         later, as AKS configures it for identity bindings) then gives the pods a token for the AKS token proxy
         (C(AZURE_KUBERNETES_TOKEN_PROXY), C(AZURE_KUBERNETES_SNI_NAME), C(AZURE_KUBERNETES_CA_FILE)) instead of one
         for Microsoft Entra ID directly. The application's Azure Identity library must opt in to the proxy
-        (azure-identity for Python 1.26.0b1 or later: C(WorkloadIdentityCredential(enable_azure_proxy=True))).
+        (azure-identity for Python 1.26.0b1 or later, C(WorkloadIdentityCredential(enable_azure_proxy=True))).
       - V(false) removes the annotation. When not set, it is left as it is.
       - See U(https://learn.microsoft.com/azure/aks/identity-bindings).
     type: bool
