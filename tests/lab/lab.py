@@ -13,6 +13,11 @@ so a token the real apiserver signs can be exchanged at the emulated Entra ID, a
 The real Azure Workload Identity webhook runs against the apiserver too, on a free loopback port of each lab's own,
 injecting the AZURE_* env and the token volume into labelled pods as on AKS; any number of labs can run side by
 side, each with its webhook (see webhook/__init__.py).
+
+Identity bindings: the webhook runs with v1.6.0's custom token endpoint as AKS configures it (annotation
+azure.workload.identity/use-identity-binding, audience api://AKSIdentityBinding), pointing pods at the AKS token proxy
+the emulator serves on a port of its own (azure/token_proxy.py), with a certificate for the injected SNI name issued
+by the lab CA, which pods read from the ConfigMap kube-root-ca.crt (docs/lab.md §5, azure-behaviour §10).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -43,6 +49,15 @@ RESOLVER = REPO / "tests" / "lab" / "resolver"  # sitecustomize: names under loc
 # Clusters whose issuer is the lab's kube-apiserver: the seeded one, and the one the from-nothing flow creates.
 WIRED_CLUSTERS = [["rg-wid-lab", "aks-wid-lab"], ["rg-wid-demo", "aks-wid-demo"]]
 
+# Identity bindings (docs/lab.md §5, azure-behaviour §10). The webhook's custom token endpoint as AKS sets it up: the
+# annotation suffix and audience of upstream's own e2e (scripts/ci-e2e.sh of azure-workload-identity v1.6.0), the
+# audience AKS's kubelet credential provider asks for identity bindings too (Azure/AgentBaker e2e: "serviceAccount
+# TokenAudience: api://AKSIdentityBinding"), and the CA from the ConfigMap every namespace gets (kube-root-ca.crt).
+TOKEN_PROXY_ANNOTATION_SUFFIX = "identity-binding"
+TOKEN_PROXY_AUDIENCE = "api://AKSIdentityBinding"
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+TOKEN_PROXY_USER = "lab-aks-token-proxy"  # the proxy's user at the apiserver (its client certificate's CN)
+
 
 @dataclass
 class Lab:
@@ -60,6 +75,8 @@ class Lab:
     emulator_pid: int
     # The Azure Workload Identity webhook: webhook.Webhook.record() ({"enabled": bool, "url": str, "port": int, ...}).
     webhook: dict[str, Any] = field(default_factory=lambda: {"enabled": False, "reason": "not started"})
+    # The AKS token proxy of identity bindings: {"url", "sni_name", "ca_file", "audience", "annotation", "ca_configmap"}.
+    token_proxy: dict[str, Any] = field(default_factory=dict)
 
     # -------------------------------------------------------------- the emulator's control API, for tests
     def _call(self, method: str, path: str, body: Any = None) -> Any:
@@ -106,6 +123,24 @@ class Lab:
 
     def reset_concurrency(self) -> None:
         self._call("DELETE", "/_lab/concurrency")
+
+    # -------------------------------------------------------------- what kube-controller-manager would do
+    def publish_root_ca(self, namespace: str) -> None:
+        """Put the ConfigMap kube-root-ca.crt (key ca.crt: the cluster CA) in ``namespace``, as kube-controller-
+        manager's root CA publisher does in every namespace ("Managing Service Accounts",
+        https://kubernetes.io/docs/reference/access-authn-authz/service-accounts-admin/). The lab runs no
+        controller-manager (docs/lab.md §3.2); identity-binding pods project this ConfigMap (docs/lab.md §5)."""
+        from kubernetes import client, config
+
+        body = {"metadata": {"name": ROOT_CA_CONFIGMAP}, "data": {"ca.crt": self.ca_file.read_text()}}
+        with config.new_client_from_config(config_file=str(self.admin_kubeconfig)) as api:
+            core = client.CoreV1Api(api)
+            try:
+                core.create_namespaced_config_map(namespace, body)
+            except client.ApiException as error:
+                if error.status != 409:
+                    raise
+                core.replace_namespaced_config_map(ROOT_CA_CONFIGMAP, namespace, body)
 
     # -------------------------------------------------------------- the kube-apiserver's audit log, for tests
     def kube_mark(self) -> int:
@@ -204,9 +239,16 @@ def _ca_bundle(workdir: Path, lab_ca: Path) -> Path:
 
 
 def _env(
-    lab_base: str, seed: dict[str, Any], ca_file: Path, plane: controlplane.ControlPlane, tenant: str, subscription: str
+    lab_base: str,
+    seed: dict[str, Any],
+    ca_file: Path,
+    plane: controlplane.ControlPlane,
+    tenant: str,
+    subscription: str,
+    token_proxy: dict[str, Any],
 ) -> dict[str, str]:
-    """The settings a playbook needs, named as AWX's Azure and Kubernetes credentials inject them."""
+    """The settings a playbook needs, named as AWX's Azure and Kubernetes credentials inject them, and the LAB_*
+    settings only tests need."""
     return {
         "AZURE_CLOUD_ENVIRONMENT": f"{lab_base}/metadata/endpoints?api-version=2022-09-01",
         "AZURE_SUBSCRIPTION_ID": subscription,
@@ -218,6 +260,14 @@ def _env(
         "K8S_AUTH_KUBECONFIG": str(plane.admin_kubeconfig),
         "LAB_EMULATOR_URL": lab_base,
         "LAB_RESTRICTED_KUBECONFIG": str(plane.restricted_kubeconfig),
+        # Identity bindings, for tests: what the webhook injects into pods annotated LAB_WEBHOOK_TOKEN_PROXY_ANNOTATION
+        # (AZURE_KUBERNETES_TOKEN_PROXY, AZURE_KUBERNETES_SNI_NAME, the token audience) and the file the ConfigMap
+        # kube-root-ca.crt holds (AZURE_KUBERNETES_CA_FILE in a pod). Real AKS gives modules none of these.
+        "LAB_WEBHOOK_TOKEN_PROXY_ANNOTATION": token_proxy["annotation"],
+        "LAB_WEBHOOK_TOKEN_PROXY_AUDIENCE": token_proxy["audience"],
+        "LAB_TOKEN_PROXY_URL": token_proxy["url"],
+        "LAB_TOKEN_PROXY_SNI_NAME": token_proxy["sni_name"],
+        "LAB_TOKEN_PROXY_CA_FILE": token_proxy["ca_file"],
         # The vaults' hosts are names under localhost: Python processes started with this resolve them to loopback
         # themselves (tests/lab/resolver/sitecustomize.py), whatever the host's resolver does.
         "PYTHONPATH": str(RESOLVER),
@@ -235,10 +285,11 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
     started = time.monotonic()
     build()  # builds kube-apiserver and the webhook on first use (minutes), before anything starts
     ca = pki.create_ca(workdir / "pki")
-    emulator_port, kube_port = _free_port(), _free_port()
+    emulator_port, kube_port, proxy_port = _free_port(), _free_port(), _free_port()
     base = f"https://127.0.0.1:{emulator_port}"
     seed = make_seed()
     issuer = f"{base}/{DEFAULT_TENANT}/{seed['cluster_issuer_uuid']}/"  # AKS's path shape and trailing slash
+    token_proxy, proxy_settings = _token_proxy(workdir, ca, proxy_port)
     config = {
         "base_url": base,
         "vault_dns_suffix": f"vault.localhost:{emulator_port}",
@@ -250,6 +301,7 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
         "ca_file": str(ca.cert),
         "wired_clusters": WIRED_CLUSTERS,
         "seed": seed,
+        "token_proxy": proxy_settings,
     }
     emulator_pid = _start_emulator(workdir, ca, emulator_port, config)
     try:
@@ -258,13 +310,27 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
         _stop_pid(workdir / "emulator.pid")
         raise
     try:
+        _authorize_token_proxy(plane.admin_kubeconfig)
         # AZURE_AUTHORITY_HOST in pods: the emulator's Entra login endpoint (its cloud metadata's loginEndpoint).
-        hook = webhook.start(workdir / "webhook", ca, plane.admin_kubeconfig, DEFAULT_TENANT, base + "/")
+        hook = webhook.start(
+            workdir / "webhook",
+            ca,
+            plane.admin_kubeconfig,
+            DEFAULT_TENANT,
+            base + "/",
+            custom_token_endpoint=webhook.CustomTokenEndpoint(
+                annotation_suffix=TOKEN_PROXY_ANNOTATION_SUFFIX,
+                audience=TOKEN_PROXY_AUDIENCE,
+                token_proxy=token_proxy["url"],
+                sni_name=token_proxy["sni_name"],
+                ca_configmap=ROOT_CA_CONFIGMAP,
+            ),
+        )
     except Exception:
         controlplane.stop(workdir / "kube")
         _stop_pid(workdir / "emulator.pid")
         raise
-    env = _env(base, seed, _ca_bundle(workdir, ca.cert), plane, DEFAULT_TENANT, DEFAULT_SUBSCRIPTION)
+    env = _env(base, seed, _ca_bundle(workdir, ca.cert), plane, DEFAULT_TENANT, DEFAULT_SUBSCRIPTION, token_proxy)
     lab = Lab(
         workdir,
         base,
@@ -277,6 +343,7 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
         env,
         emulator_pid,
         hook.record(),
+        token_proxy,
     )
     record = {k: str(v) if isinstance(v, Path) else v for k, v in lab.__dict__.items()}
     (workdir / "lab.json").write_text(json.dumps(record, indent=2))
@@ -287,8 +354,56 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
     if not quiet:
         print(f"lab up in {time.monotonic() - started:.1f}s: Azure emulator {base}, kube-apiserver {plane.url}")
         print(f"webhook: {_describe_webhook(lab.webhook)}")
+        print(f"AKS token proxy: {token_proxy['url']} (SNI {token_proxy['sni_name']})")
         print(f"settings: {env_file}  (set -a; . {env_file}; set +a)")
     return lab
+
+
+def _token_proxy(workdir: Path, ca: pki.KeyPair, port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The AKS token proxy's settings: (what tests see, what the emulator serving it needs).
+
+    LAB CHOICE (azure-behaviour §10): the SNI name is 46 random hex digits per lab, shaped like the opaque name
+    upstream's e2e configures (scripts/ci-e2e.sh of azure-workload-identity v1.6.0); AKS's own is not public. The
+    proxy's certificate names it alone and comes from the lab CA, the cluster CA that kube-root-ca.crt carries, as a
+    proxy reached through the cluster's API endpoint would present. The URL is the proxy's own loopback port: upstream's
+    e2e uses https://kubernetes.default.svc, the in-cluster API address, which the lab's processes cannot reach."""
+    sni_name = secrets.token_hex(23)
+    tls = pki.issue(ca, workdir / "pki", "token-proxy", "aks-token-proxy", dns_names=(sni_name,))
+    client = pki.issue(ca, workdir / "pki", "token-proxy-client", TOKEN_PROXY_USER, client=True)
+    url = f"https://127.0.0.1:{port}"
+    seen = {
+        "url": url,
+        "sni_name": sni_name,
+        "ca_file": str(ca.cert),
+        "audience": TOKEN_PROXY_AUDIENCE,
+        "annotation": f"azure.workload.identity/use-{TOKEN_PROXY_ANNOTATION_SUFFIX}",
+        "ca_configmap": ROOT_CA_CONFIGMAP,
+    }
+    served = {
+        "port": port,
+        "cert": str(tls.cert),
+        "key": str(tls.key),
+        "sni_name": sni_name,
+        "audience": TOKEN_PROXY_AUDIENCE,
+        "kube_client_cert": str(client.cert),
+        "kube_client_key": str(client.key),
+    }
+    return seen, served
+
+
+def _authorize_token_proxy(admin_kubeconfig: Path) -> None:
+    """Let the proxy's user create SubjectAccessReviews: the built-in ClusterRole system:auth-delegator (bootstrap
+    policy, plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go), made for components that delegate
+    authorization decisions to the apiserver."""
+    from kubernetes import client, config
+
+    body = {
+        "metadata": {"name": TOKEN_PROXY_USER},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TOKEN_PROXY_USER}],
+    }
+    with config.new_client_from_config(config_file=str(admin_kubeconfig)) as api:
+        client.RbacAuthorizationV1Api(api).create_cluster_role_binding(body)
 
 
 def _stop_pid(pid_file: Path, timeout: float = 15) -> None:

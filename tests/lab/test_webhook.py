@@ -1,7 +1,9 @@
 """The lab runs the real Azure Workload Identity webhook (v1.6.0): a labelled pod's server-side dry run comes back
 with what AKS's webhook injects, an unlabelled one comes back untouched, and a dry run writes nothing.
 
-What v1.6.0 injects: docs/lab.md §5 (pkg/webhook/webhook.go, pkg/webhook/consts.go).
+What v1.6.0 injects: docs/lab.md §5 (pkg/webhook/webhook.go, pkg/webhook/consts.go). The lab runs it with the custom
+token endpoint AKS uses for identity bindings: a pod annotated ``azure.workload.identity/use-identity-binding: "true"``
+also gets the AKS token proxy's address, SNI name and CA file, and its token is for ``api://AKSIdentityBinding``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,16 @@ CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
 TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
 TOKEN_FILE = "/var/run/secrets/azure/wi/token/azure-identity-token"  # v1.6.0; v1.5.x used .../azure/tokens/
 AUDIENCE = "api://AzureADTokenExchange"
+# Identity bindings (docs/lab.md §5): the pod annotation, the token audience and where the CA file lands.
+IDENTITY_BINDING_ANNOTATION = "azure.workload.identity/use-identity-binding"
+IDENTITY_BINDING_AUDIENCE = "api://AKSIdentityBinding"
+CA_FILE = "/var/run/secrets/azure/wi/ca-cert/ca.crt"  # pkg/webhook/consts.go CAFilePath under VolumeMountPath
+PROXY_VARIABLES = (
+    "AZURE_KUBERNETES_TOKEN_PROXY",
+    "AZURE_KUBERNETES_SNI_NAME",
+    "AZURE_KUBERNETES_CA_FILE",
+    "AZURE_KUBERNETES_CA_DATA",
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +55,11 @@ def _service_account(core, namespace: str, annotations: dict[str, str]) -> str:
     return "workload"
 
 
-def _dry_run_pod(core, namespace: str, service_account: str, labels: dict[str, str]) -> k8s.V1Pod:
+def _dry_run_pod(
+    core, namespace: str, service_account: str, labels: dict[str, str], annotations: dict[str, str] | None = None
+) -> k8s.V1Pod:
     pod = {
-        "metadata": {"name": "probe", "labels": labels},
+        "metadata": {"name": "probe", "labels": labels, "annotations": annotations or {}},
         "spec": {
             "serviceAccountName": service_account,
             "initContainers": [{"name": "init", "image": "busybox"}],
@@ -123,6 +137,60 @@ def test_unlabelled_pod_is_left_alone(lab, core, namespace):
             assert not container.volume_mounts, container.name
         assert _token_volumes(pod) == []
     assert lab.kube_writes(mark) == []
+
+
+def test_identity_binding_pod_gets_the_token_proxy_and_its_audience(lab, core, namespace):
+    """v1.6.0's custom token endpoint as AKS runs it for identity bindings (docs/lab.md §5): the proxy's address and
+    SNI name as the webhook was given them, the CA file from the ConfigMap kube-root-ca.crt projected into the same
+    volume, and a token for api://AKSIdentityBinding instead of api://AzureADTokenExchange."""
+    hook = lab.webhook["custom_token_endpoint"]
+    assert hook["annotation"] == IDENTITY_BINDING_ANNOTATION == lab.env["LAB_WEBHOOK_TOKEN_PROXY_ANNOTATION"]
+    assert hook["audience"] == IDENTITY_BINDING_AUDIENCE == lab.env["LAB_WEBHOOK_TOKEN_PROXY_AUDIENCE"]
+    client_id = str(uuid.uuid4())
+    account = _service_account(core, namespace, {CLIENT_ID_ANNOTATION: client_id})
+
+    pod = _dry_run_pod(core, namespace, account, {USE_LABEL: "true"}, {IDENTITY_BINDING_ANNOTATION: "true"})
+
+    expected = {
+        "AZURE_CLIENT_ID": client_id,
+        "AZURE_TENANT_ID": lab.env["AZURE_TENANT"],
+        "AZURE_FEDERATED_TOKEN_FILE": TOKEN_FILE,
+        "AZURE_AUTHORITY_HOST": lab.emulator_url + "/",
+        "AZURE_KUBERNETES_TOKEN_PROXY": lab.env["LAB_TOKEN_PROXY_URL"],
+        "AZURE_KUBERNETES_SNI_NAME": lab.env["LAB_TOKEN_PROXY_SNI_NAME"],
+        "AZURE_KUBERNETES_CA_FILE": CA_FILE,
+    }
+    for container in [*pod.spec.init_containers, *pod.spec.containers]:
+        env = _env(container)
+        assert {name: env.get(name) for name in expected} == expected, container.name
+        # With the CA from a ConfigMap the webhook injects no CA data: azure-identity refuses both at once.
+        assert "AZURE_KUBERNETES_CA_DATA" not in env, container.name
+    assert lab.env["LAB_TOKEN_PROXY_URL"].startswith("https://127.0.0.1:")
+
+    [volume] = [v for v in pod.spec.volumes if v.projected]
+    token, config_map = volume.projected.sources
+    assert token.service_account_token.audience == IDENTITY_BINDING_AUDIENCE
+    assert (token.service_account_token.path, token.service_account_token.expiration_seconds) == (
+        "token/azure-identity-token",
+        3600,
+    )
+    assert (config_map.config_map.name, config_map.config_map.optional) == ("kube-root-ca.crt", False)
+    assert [(i.key, i.path) for i in config_map.config_map.items] == [("ca.crt", "ca-cert/ca.crt")]
+
+
+@pytest.mark.parametrize("annotations", [{}, {IDENTITY_BINDING_ANNOTATION: "false"}])
+def test_a_pod_without_the_identity_binding_annotation_gets_no_token_proxy(core, namespace, annotations):
+    account = _service_account(core, namespace, {CLIENT_ID_ANNOTATION: str(uuid.uuid4())})
+
+    pod = _dry_run_pod(core, namespace, account, {USE_LABEL: "true"}, annotations)
+
+    for container in [*pod.spec.init_containers, *pod.spec.containers]:
+        env = _env(container)
+        assert env["AZURE_FEDERATED_TOKEN_FILE"] == TOKEN_FILE, container.name  # plain workload identity still
+        assert not [name for name in PROXY_VARIABLES if name in env], container.name
+    [(volume, token)] = _token_volumes(pod)
+    assert token.audience == AUDIENCE
+    assert [source.config_map for source in volume.projected.sources] == [None]
 
 
 def test_webhook_listens_on_a_loopback_port_of_its_own(lab):

@@ -1,7 +1,8 @@
 """Run the Azure emulator: ``python -m tests.lab.azure --config lab-azure.json``.
 
 The config file is a JSON object: host, port, cert, key (TLS, signed by the lab CA), ready_file (written once
-the server listens), and the LabConfig fields (see state.py). The lab launcher (tests/lab/lab.py) writes it.
+the server listens), and the LabConfig fields (see state.py). The lab launcher (tests/lab/lab.py) writes it. With
+``token_proxy`` set, the AKS token proxy of identity bindings listens too, on its own port (token_proxy.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from . import token_proxy
 from .app import build_server
 
 
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = json.loads(args.config.read_text())
     server = build_server(settings)
+    proxy = token_proxy.start(server.state, server.log, settings.get("host", "127.0.0.1"))
     signal.signal(signal.SIGTERM, _interrupt)
     if settings.get("ready_file"):
         Path(settings["ready_file"]).write_text(json.dumps({"port": server.server_address[1]}))
@@ -33,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if proxy is not None:
+            proxy.shutdown()
+            proxy.server_close()
         server.server_close()
     return 0
 

@@ -39,7 +39,7 @@ from .common import (
     resource_id,
     resource_not_found,
 )
-from .oidc import issuer_source
+from .oidc import TOKEN_PROXY, issuer_source
 from .server import ArmError, Request, Response, route
 from .state import State
 
@@ -402,22 +402,39 @@ def delete_binding(request: Request, state: State) -> Response:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# What the AKS token proxy (token_proxy.py) asks: the bindings of an identity on the clusters wired to the lab.
+
+
+def wired_bindings(state: State, client_id: str) -> list[dict[str, Any]]:
+    """The finished bindings (provisioningState Succeeded) of the identity with ``client_id`` on clusters wired to the
+    lab's kube-apiserver: the clusters whose workloads the lab's token proxy serves."""
+    found = []
+    for binding in _all_bindings(state):
+        props = binding["properties"]
+        if props["provisioningState"] != "Succeeded":
+            continue
+        if str(props["managedIdentity"].get("clientId", "")).lower() != client_id.lower():
+            continue
+        parts = binding["id"].split("/")  # /subscriptions/{s}/resourcegroups/{rg}/providers/{ns}/{type}/{cluster}/...
+        if is_wired(state, parts[4], parts[8]):
+            found.append(binding)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The bindings' OIDC issuers, served by oidc.py's issuer route (same path shape, no trailing slash).
 
 
 @issuer_source
-def _binding_issuer(state: State, issuer_path: str) -> tuple[str, bool] | None:
-    """(issuer URL, whether the lab kube-apiserver signs for it). Published once a binding of the identity has been
-    created (its operation ran), until the last one is gone: UNVERIFIED, AKS's timing is not documented.
-    AKS's token proxy issues this issuer's tokens for the cluster's workloads (identity-bindings-concepts); in the lab
-    that signer is the kube-apiserver's key (LAB CHOICE), so a binding on a wired cluster publishes the apiserver's
-    keys, as a wired cluster's issuer does, and any other an empty key set."""
-    issuer, wired = None, False
+def _binding_issuer(state: State, issuer_path: str) -> tuple[str, str | None] | None:
+    """(issuer URL, who signs for it). Published once a binding of the identity has been created (its operation ran),
+    until the last one is gone: UNVERIFIED, AKS's timing is not documented.
+    AKS's token proxy issues this issuer's tokens for the clusters' workloads (identity-bindings-concepts); which key
+    it signs with is not public. LAB CHOICE: one key of the lab's token proxy (token_proxy.py), the same for every
+    binding issuer and every cluster, as the issuer is the identity's and not a cluster's; so the JWKS holds that key
+    whichever cluster the binding is on (a binding on an unwired cluster has no proxy in the lab to use it)."""
     for binding in _all_bindings(state):
         url = binding["properties"]["oidcIssuer"]["oidcIssuerUrl"]
-        if binding["properties"]["provisioningState"] == "Creating" or urlsplit(url).path != issuer_path:
-            continue
-        issuer = url
-        parts = binding["id"].split("/")  # /subscriptions/{s}/resourcegroups/{rg}/providers/{ns}/{type}/{cluster}/...
-        wired = wired or is_wired(state, parts[4], parts[8])
-    return (issuer, wired) if issuer else None
+        if binding["properties"]["provisioningState"] != "Creating" and urlsplit(url).path == issuer_path:
+            return url, TOKEN_PROXY
+    return None

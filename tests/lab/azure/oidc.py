@@ -6,7 +6,9 @@ with the issuer enabled (azure-behaviour §5); Entra fetches them to verify serv
 - a cluster wired to the lab's kube-apiserver publishes that apiserver's keys, read from its own
   ``/openid/v1/jwks`` (anonymous, TLS checked against the lab CA) just as AKS publishes the keys its clusters sign
   with, so a token the real apiserver signed verifies through this issuer;
-- any other cluster publishes a valid discovery document and an empty key set: nothing signs for it.
+- any other cluster publishes a valid discovery document and an empty key set: nothing signs for it;
+- an identity binding's issuer (identity_binding.py) publishes the key the lab's AKS token proxy signs with
+  (token_proxy.py; LAB CHOICE, azure-behaviour §10).
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ _JWKS = "openid/v1/jwks"
 _FETCH_TIMEOUT_SECONDS = 5.0
 
 
-# Who publishes an issuer at a path: a function (state, issuer path without its trailing slash) -> (issuer URL, whether
-# the lab's kube-apiserver signs for it), or None. The clusters' issuers are below; identity_binding.py adds the
-# bindings' issuers, which have the same path shape.
-IssuerSource = Callable[[State, str], "tuple[str, bool] | None"]
+# Who signs for an issuer, and so which keys its JWKS holds.
+APISERVER = "apiserver"  # the lab kube-apiserver's service-account keys
+TOKEN_PROXY = "token_proxy"  # the key of the lab's AKS token proxy (state.binding_issuer_key)
+NOBODY = None  # an empty key set
+
+# Who publishes an issuer at a path: a function (state, issuer path without its trailing slash) -> (issuer URL, who
+# signs for it: APISERVER, TOKEN_PROXY or NOBODY), or None. The clusters' issuers are below; identity_binding.py adds
+# the bindings' issuers, which have the same path shape.
+IssuerSource = Callable[[State, str], "tuple[str, str | None] | None"]
 _ISSUER_SOURCES: list[IssuerSource] = []
 
 
@@ -41,7 +48,7 @@ def issuer_source(source: IssuerSource) -> IssuerSource:
 
 
 @issuer_source
-def _cluster_issuer(state: State, issuer_path: str) -> tuple[str, bool] | None:
+def _cluster_issuer(state: State, issuer_path: str) -> tuple[str, str | None] | None:
     """Among clusters whose issuer is enabled and published; only wired clusters carry the apiserver's issuer
     (aks.issuer_url), so the URL tells which keys to publish."""
     for found in state.find(lambda key, body: body.get("type") == RESPONSE_TYPE):
@@ -51,7 +58,8 @@ def _cluster_issuer(state: State, issuer_path: str) -> tuple[str, bool] | None:
             continue
         issuer = profile["issuerURL"]
         if urlsplit(issuer).path.rstrip("/") == issuer_path:
-            return issuer, bool(state.config.kube_issuer_url) and issuer == state.config.kube_issuer_url
+            wired = bool(state.config.kube_issuer_url) and issuer == state.config.kube_issuer_url
+            return issuer, APISERVER if wired else NOBODY
     return None
 
 
@@ -67,7 +75,7 @@ def _discovery(issuer: str) -> dict[str, Any]:
     }
 
 
-def _apiserver_keys(state: State) -> bytes:
+def apiserver_keys(state: State) -> bytes:
     """The lab kube-apiserver's service-account public keys. 502/503 when they cannot be had (UNVERIFIED: what
     AKS's issuer host answers when its keys are missing)."""
     apiserver = state.config.kube_apiserver_url
@@ -113,8 +121,13 @@ def get_issuer_document(request: Request, state: State) -> Response:
     found = next(filter(None, (source(state, request.params["issuer_path"]) for source in _ISSUER_SOURCES)), None)
     if found is None:  # unknown issuer, or one that is disabled / not yet published
         raise ArmError(404, "NotFound", f"No OIDC issuer document at '{request.path}'.")  # UNVERIFIED wording
-    issuer, wired = found
+    issuer, signer = found
     if request.params["document"].lower() == _DISCOVERY:
         return Response(200, _discovery(issuer), content_type="application/json")
-    keys = _apiserver_keys(state) if wired else json.dumps({"keys": []}).encode()
+    if signer == APISERVER:
+        keys = apiserver_keys(state)
+    elif signer == TOKEN_PROXY:
+        keys = json.dumps({"keys": [state.binding_issuer_key.public_jwk()]}).encode()
+    else:
+        keys = json.dumps({"keys": []}).encode()
     return Response(200, keys, content_type="application/jwk-set+json")  # kube-apiserver's media type for JWKS

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .throttle import Throttle
-from .tokens import TokenError, TokenIssuer, utc
+from .tokens import IssuerKey, TokenError, TokenIssuer, utc
 
 # Fixed identifiers of the lab's world, so docs and vars files can name them; secrets are random per start.
 DEFAULT_TENANT = "72f988bf-0000-4000-8000-00000000a11b"
@@ -45,6 +45,10 @@ class LabConfig:
     # document and JWKS over HTTPS (issuers served by this emulator or by a test). None = the system store.
     ca_file: str | None = None
     wired_clusters: list[list[str]] = field(default_factory=list)  # [[resource_group, cluster_name], ...]
+    # The AKS token proxy of identity bindings the emulator serves on a listener of its own (token_proxy.py), for the
+    # clusters wired to the lab's kube-apiserver: {"port", "cert", "key", "sni_name", "audience", "kube_client_cert",
+    # "kube_client_key"}. Empty: no proxy.
+    token_proxy: dict[str, Any] = field(default_factory=dict)
     seed: dict[str, Any] = field(default_factory=dict)  # names and secrets of the seeded world (see seed.py)
 
     @property
@@ -83,6 +87,9 @@ class State:
         self.config = config
         self.lock = threading.RLock()
         self.tokens = TokenIssuer(config.tenant_id)
+        # The key AKS's token proxy signs identity-binding tokens with; every binding issuer publishes it (LAB CHOICE,
+        # azure-behaviour §10). Made once per emulator, like Entra's own key: it survives /_lab/reset.
+        self.binding_issuer_key = IssuerKey()
         self.throttle = Throttle()  # the request buckets: emptied on reset and whenever throttling is switched
         self.reset()
 

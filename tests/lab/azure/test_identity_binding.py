@@ -14,12 +14,10 @@ import jwt
 import pytest
 import requests
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.msi import ManagedServiceIdentityClient
 
-from tests.lab import pki
-from tests.lab.azure.fake_apiserver import FakeApiserver
 from tests.lab.azure.identity_binding import (
     CREDENTIAL_AUDIENCE,
     CREDENTIAL_NAME,
@@ -27,6 +25,7 @@ from tests.lab.azure.identity_binding import (
     credential_subject,
 )
 from tests.lab.azure.inprocess import RunningEmulator, running_emulator
+from tests.lab.azure.tokens import IssuerKey
 
 ARM_SCOPE = "https://management.core.windows.net/.default"
 IB_API = "2026-04-01"  # the first stable version with identity bindings
@@ -451,7 +450,7 @@ def test_a_cluster_with_api_server_vnet_integration_takes_no_binding(emulator, a
 # The binding issuer: discovery, keys, and a token exchange at the emulated Entra
 
 
-def test_an_unwired_binding_issuer_serves_discovery_and_an_empty_key_set(emulator, msi, http):
+def test_a_binding_issuer_serves_discovery_and_the_token_proxys_key(emulator, msi, http):
     emulator.state.update_settings({"lro_seconds": SLOW_LRO})  # time to look while it runs
     identity = _identity(msi, emulator)
     anonymous = _session(emulator)
@@ -470,7 +469,11 @@ def test_an_unwired_binding_issuer_serves_discovery_and_an_empty_key_set(emulato
         "id_token_signing_alg_values_supported": ["RS256"],
     }
     keys = anonymous.get(discovery.json()["jwks_uri"])
-    assert keys.json() == {"keys": []} and keys.headers["Content-Type"] == "application/jwk-set+json"
+    # LAB CHOICE (azure-behaviour §10): the key the lab's AKS token proxy signs with, shaped as kube-apiserver's JWKS.
+    assert keys.json() == {"keys": [emulator.state.binding_issuer_key.public_jwk()]}
+    assert keys.headers["Content-Type"] == "application/jwk-set+json"
+    [key] = keys.json()["keys"]
+    assert (key["kty"], key["alg"], key["use"]) == ("RSA", "RS256", "sig") and key["kid"]
     # Paths of the same shape that are no binding's issuer still reach the clusters' issuers (oidc.py).
     unknown = anonymous.get(f"{emulator.base_url}/{identity.tenant_id}/{uuid.uuid4()}/.well-known/openid-configuration")
     assert unknown.status_code == 404 and "No OIDC issuer document" in unknown.json()["error"]["message"]
@@ -499,32 +502,30 @@ def test_a_cluster_issuer_is_still_served_beside_the_binding_issuers(emulator, a
     assert discovery.status_code == 200 and discovery.json()["issuer"] == issuer
 
 
-def test_entra_exchanges_a_token_of_the_binding_issuer_on_a_wired_cluster(emulator, aks, msi, tmp_path):
-    """The chain a later step proves with the AKS token proxy: the binding issuer publishes the lab apiserver's keys
-    on a wired cluster, and Entra trusts a token it signed through the managed credential."""
+def test_entra_exchanges_a_token_the_token_proxy_signs_for_the_binding_issuer(emulator, aks, msi):
+    """The last hop of the AKS token proxy (token_proxy.py, proven end to end in tests/lab/test_identity_binding_
+    proxy.py): a token of the binding issuer, signed with the key that issuer publishes and shaped as the managed
+    credential expects it, is exchanged at the emulated Entra for the identity's token; a token signed with another
+    key, or for another subject, is not."""
+    identity = _identity(msi, emulator)
+    issuer = _bind(aks, emulator, "ib1", identity.id).properties.oidc_issuer.oidc_issuer_url
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "sub": credential_subject(identity.client_id),
+        "aud": [CREDENTIAL_AUDIENCE],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    }
+    signed = emulator.state.binding_issuer_key.sign(claims)
+    token = emulator.exchange(identity.client_id, signed, ARM_SCOPE)
+    assert jwt.decode(token.token, options={"verify_signature": False})["oid"] == identity.principal_id
 
-    apiserver = FakeApiserver(tmp_path, pki.create_ca(emulator.ca_file.parent))
-    try:
-        emulator.state.config.wired_clusters = [[_group(emulator), emulator.seed["cluster"]]]
-        emulator.state.config.kube_issuer_url = (
-            f"{emulator.base_url}/{emulator.config.tenant_id}/{emulator.seed['cluster_issuer_uuid']}/"
+    other_key = IssuerKey()
+    with pytest.raises(ClientAuthenticationError, match="AADSTS50013"):
+        emulator.exchange(identity.client_id, other_key.sign(claims), ARM_SCOPE)
+    with pytest.raises(ClientAuthenticationError, match="AADSTS700213"):
+        emulator.exchange(
+            identity.client_id, emulator.state.binding_issuer_key.sign({**claims, "sub": "someone"}), ARM_SCOPE
         )
-        emulator.state.config.kube_apiserver_url = apiserver.url
-        emulator.state.config.kube_ca_file = str(emulator.ca_file)
-        identity = _identity(msi, emulator)
-        issuer = _bind(aks, emulator, "ib1", identity.id).properties.oidc_issuer.oidc_issuer_url
-        keys = _session(emulator).get(issuer + "/openid/v1/jwks")
-        assert keys.status_code == 200 and keys.json() == apiserver.jwks
-        now = int(time.time())
-        claims = {
-            "iss": issuer,
-            "sub": credential_subject(identity.client_id),
-            "aud": [CREDENTIAL_AUDIENCE],
-            "iat": now,
-            "nbf": now,
-            "exp": now + 600,
-        }
-        token = emulator.exchange(identity.client_id, apiserver.sign(claims), ARM_SCOPE)
-        assert jwt.decode(token.token, options={"verify_signature": False})["oid"] == identity.principal_id
-    finally:
-        apiserver.close()

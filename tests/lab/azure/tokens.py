@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 
@@ -80,6 +81,35 @@ class TokenIssuer:
             issuer=self.issuer,
             options={"verify_aud": False, "verify_exp": False, "verify_nbf": False},
         )
+
+
+class IssuerKey:
+    """An RS256 signing key published the way kube-apiserver publishes its service-account keys (/openid/v1/jwks):
+    ``kid`` is the unpadded base64url SHA-256 of the DER public key (keyIDFromPublicKey in k8s.io/kubernetes
+    pkg/serviceaccount/jwt.go; docs/lab.md §4), the JWK carries use, kty, kid, alg, n and e.
+
+    The lab's AKS token proxy signs the tokens of the identity-binding issuers with one (token_proxy.py; LAB CHOICE,
+    azure-behaviour §10)."""
+
+    def __init__(self) -> None:
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        der = self._key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(der)
+        self.kid = base64.urlsafe_b64encode(digest.finalize()).rstrip(b"=").decode()
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid})
+
+    def public_jwk(self) -> dict[str, Any]:
+        numbers = self._key.public_key().public_numbers()
+        return {"use": "sig", "kty": "RSA", "kid": self.kid, "alg": "RS256", "n": _b64(numbers.n), "e": _b64(numbers.e)}
+
+
+def _b64(value: int) -> str:
+    return base64.urlsafe_b64encode(value.to_bytes((value.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
 
 
 def utc(ts: float) -> str:

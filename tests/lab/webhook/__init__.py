@@ -9,6 +9,11 @@ Upstream's cmd/webhook/main.go has no flag for that port (controller-runtime's d
 so the binary is built from the lab's own entry point, cmd/lab-webhook/main.go, which wires upstream's unchanged
 pkg/webhook the same way and adds ``--webhook-host``/``--webhook-port`` (docs/lab.md §5).
 
+With a ``CustomTokenEndpoint`` it also runs v1.6.0's custom token endpoint, which AKS uses for identity bindings: pods
+annotated ``azure.workload.identity/use-<suffix>: "true"`` get AZURE_KUBERNETES_TOKEN_PROXY, AZURE_KUBERNETES_SNI_NAME
+and AZURE_KUBERNETES_CA_FILE, the CA from a ConfigMap in the projected volume, and a token for the custom audience
+(docs/lab.md §5).
+
 Binary: tests/lab/.build/bin/azure-wi-webhook, built by build.sh (``build()``; a no-op when up to date).
 """
 
@@ -55,6 +60,26 @@ class WebhookError(RuntimeError):
     """The webhook could not be built, started or registered."""
 
 
+@dataclass(frozen=True)
+class CustomTokenEndpoint:
+    """v1.6.0's custom token endpoint settings (flags of cmd/webhook/main.go, env of pkg/config/config.go), as the
+    upstream chart passes them (charts/workload-identity-webhook: customTokenEndpoint.*)."""
+
+    # --custom-token-endpoint-annotation-suffix: the pod annotation is azure.workload.identity/use-<suffix>
+    annotation_suffix: str
+    audience: str  # --custom-token-endpoint-audience: the projected token's audience for annotated pods
+    token_proxy: str  # AZURE_KUBERNETES_TOKEN_PROXY, injected as is
+    sni_name: str  # AZURE_KUBERNETES_SNI_NAME, injected as is
+    # AZURE_KUBERNETES_CA_CONFIGMAP_NAME: a ConfigMap (key ca.crt) projected into the token volume at ca-cert/ca.crt,
+    # the file AZURE_KUBERNETES_CA_FILE names. LAB CHOICE, as upstream's e2e does it: not AZURE_KUBERNETES_CA_DATA, as
+    # with it v1.6.0 injects both variables, which azure-identity refuses (docs/lab.md §5, azure-behaviour §10).
+    ca_configmap: str
+
+    @property
+    def annotation(self) -> str:
+        return f"azure.workload.identity/use-{self.annotation_suffix}"
+
+
 @dataclass
 class Webhook:
     """How the lab's webhook runs; recorded in lab.json under ``webhook``."""
@@ -67,6 +92,8 @@ class Webhook:
     pid: int | None = None
     health_url: str | None = None
     log: str | None = None
+    # The custom token endpoint, when enabled: CustomTokenEndpoint's fields plus "annotation".
+    custom_token_endpoint: dict[str, str] | None = None
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +211,7 @@ def start(
     tenant_id: str,
     authority_host: str,
     timeout: float = 60,
+    custom_token_endpoint: CustomTokenEndpoint | None = None,
 ) -> Webhook:
     """Start the webhook for the lab whose apiserver ``kubeconfig`` reaches, on a free loopback port, and register it
     there.
@@ -197,7 +225,9 @@ def start(
     log_path = workdir / _LOG_FILE
     for attempt in range(1, _START_ATTEMPTS + 1):
         since = _log_size(log_path)
-        process, port, health_url = _launch(workdir, binary, ca, kubeconfig, tenant_id, authority_host)
+        process, port, health_url = _launch(
+            workdir, binary, ca, kubeconfig, tenant_id, authority_host, custom_token_endpoint
+        )
         try:
             _wait_ready(process, health_url, timeout)
             if not _listens(process.pid, port):  # /readyz dials the port, which someone else could answer
@@ -224,11 +254,22 @@ def start(
         pid=process.pid,
         health_url=health_url,
         log=str(log_path),
+        custom_token_endpoint=(
+            {**asdict(custom_token_endpoint), "annotation": custom_token_endpoint.annotation}
+            if custom_token_endpoint
+            else None
+        ),
     )
 
 
 def _launch(
-    workdir: Path, binary: Path, ca: pki.KeyPair, kubeconfig: Path, tenant_id: str, authority_host: str
+    workdir: Path,
+    binary: Path,
+    ca: pki.KeyPair,
+    kubeconfig: Path,
+    tenant_id: str,
+    authority_host: str,
+    custom_token_endpoint: CustomTokenEndpoint | None,
 ) -> tuple[subprocess.Popen, int, str]:
     """Start the webhook on free loopback ports; returns the process, its admission port and its /readyz URL."""
     certs = workdir / "certs"
@@ -256,6 +297,20 @@ def _launch(
         f"--metrics-addr={HOST}:{metrics}",
         "--log-level=info",
     ]
+    if custom_token_endpoint:
+        # Upstream's own e2e configures the feature the same way for identity bindings (scripts/ci-e2e.sh of
+        # v1.6.0: suffix identity-binding, audience api://AKSIdentityBinding, CA from the ConfigMap kube-root-ca.crt).
+        command += [
+            f"--custom-token-endpoint-annotation-suffix={custom_token_endpoint.annotation_suffix}",
+            f"--custom-token-endpoint-audience={custom_token_endpoint.audience}",
+        ]
+        env.update(
+            {
+                "AZURE_KUBERNETES_TOKEN_PROXY": custom_token_endpoint.token_proxy,
+                "AZURE_KUBERNETES_SNI_NAME": custom_token_endpoint.sni_name,
+                "AZURE_KUBERNETES_CA_CONFIGMAP_NAME": custom_token_endpoint.ca_configmap,
+            }
+        )
     with (workdir / _LOG_FILE).open("ab") as log_file:
         process = subprocess.Popen(
             command,
