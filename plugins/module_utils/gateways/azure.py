@@ -3,8 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """Azure gateways: clusters, resource groups, user-assigned identities, federated credentials, role assignments and
-definitions, key vaults. Each method is one SDK call (one request, or one per page of a list), its normalisation
-and its error translation; nothing here decides anything.
+definitions, key vaults, AKS identity bindings. Each method is one SDK call (one request, or one per page of a list),
+its normalisation and its error translation; nothing here decides anything.
 
 ``azure`` is an ``AzureModule`` (or anything with its client properties: ``msi``, ``authorization``,
 ``containerservice``, ``resources``, ``keyvault_mgmt``, ``subscription_id``, ``polling_interval``, ``calls``).
@@ -24,6 +24,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client
     azure_error_code,
     azure_error_parts,
     is_azure_not_found,
+    wait_for_lro,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError, retry
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
@@ -757,3 +758,144 @@ class Vaults(_Gateway):
             f"{kind} secret permissions {', '.join(secrets)} {'to' if kind == 'add' else 'from'} the access policy",
             f"of object ID '{object_id}' on key vault '{vault['name']}'",
         )
+
+
+# --- AKS identity bindings ------------------------------------------------------------------------------------
+# Microsoft.ContainerService/managedClusters/identityBindings (azure-behaviour §10): a proxy resource under a
+# cluster mapping one user-assigned identity to it. Stable since api-version 2026-04-01; azure-mgmt-containerservice
+# has the operation group since 41.3.0.
+IDENTITY_BINDINGS_SDK = "azure-mgmt-containerservice >= 41.3.0"
+DEFAULT_IDENTITY_BINDING_WAIT = 600.0  # seconds; the docs give no duration for a binding's operation
+
+
+def identity_binding_target(resource_group: str, cluster_name: str, name: str) -> str:
+    return f"identity binding '{name}' on {cluster_target(resource_group, cluster_name)}"
+
+
+def _after_segment(resource_id: str | None, segment: str) -> str | None:
+    """The name following ``segment`` (any case) in an ARM ID, or None."""
+    parts = (resource_id or "").split("/")
+    lowered = [p.lower() for p in parts]
+    return parts[lowered.index(segment) + 1] if segment in lowered[:-1] else None
+
+
+def normalize_identity_binding(binding: t.Any) -> dict[str, t.Any]:
+    """An IdentityBinding model (or its REST dict) as this collection returns it; IDs and the issuer URL exactly as
+    Azure sends them (the issuer has no trailing slash, azure-behaviour §10)."""
+    data = _data(binding)
+    properties = data.get("properties") or {}
+    profile = properties.get("managedIdentity") or properties.get("managed_identity") or {}
+    issuer = properties.get("oidcIssuer") or properties.get("oidc_issuer") or {}
+    return {
+        "id": data.get("id"),
+        "name": data.get("name"),
+        "resource_group": resource_group_of(data.get("id")),
+        "cluster_name": _after_segment(data.get("id"), "managedclusters"),
+        "identity_id": profile.get("resourceId", profile.get("resource_id")),
+        "client_id": profile.get("clientId", profile.get("client_id")),
+        "principal_id": profile.get("objectId", profile.get("object_id")),
+        "tenant_id": profile.get("tenantId", profile.get("tenant_id")),
+        "issuer_url": issuer.get("oidcIssuerUrl", issuer.get("oidc_issuer_url")),
+        "provisioning_state": _plain(properties.get("provisioningState", properties.get("provisioning_state"))),
+        "etag": data.get("eTag", data.get("e_tag")),
+    }
+
+
+class IdentityBindings(_Gateway):
+    """Reads and writes of a cluster's identity bindings. ``create`` and ``delete`` are long-running operations
+    (201/202 and a status URL, azure-behaviour §10), polled every ``azure.polling_interval`` seconds."""
+
+    def _operations(self) -> t.Any:
+        operations = getattr(self.azure.containerservice, "identity_bindings", None)
+        if operations is None:
+            raise WorkloadIdentityError(
+                f"AKS identity bindings need {IDENTITY_BINDINGS_SDK} on the host that runs the module (the installed "
+                "version has no identity_bindings operations); upgrade it",
+                code="MissingRequiredLibrary",
+            )
+        return operations
+
+    def list(self, resource_group: str, cluster_name: str) -> list[dict[str, t.Any]] | None:
+        """Every binding of the cluster (one request per page), or None when the cluster (or its resource group)
+        does not exist: 404 ParentResourceNotFound or ResourceGroupNotFound."""
+        operations = self._operations()
+        found = azure_call(
+            lambda: _pages(
+                self.calls,
+                "containerservice.identity_bindings.list_by_managed_cluster",
+                operations.list_by_managed_cluster(resource_group, cluster_name),
+            ),
+            "list the identity bindings of",
+            cluster_target(resource_group, cluster_name),
+            none_if_not_found=True,
+        )
+        return None if found is None else [normalize_identity_binding(b) for b in found]
+
+    def get(self, resource_group: str, cluster_name: str, name: str) -> dict[str, t.Any] | None:
+        """The binding, or None when it (or its cluster, or their resource group) does not exist. One GET."""
+        operations = self._operations()
+        found = self._call(
+            "containerservice.identity_bindings.get",
+            lambda: operations.get(resource_group, cluster_name, name),
+            "read",
+            identity_binding_target(resource_group, cluster_name, name),
+            none_if_not_found=True,
+        )
+        return normalize_identity_binding(found) if found is not None else None
+
+    def create(
+        self,
+        resource_group: str,
+        cluster_name: str,
+        name: str,
+        identity_id: str,
+        *,
+        wait: bool = True,
+        timeout: float = DEFAULT_IDENTITY_BINDING_WAIT,
+    ) -> dict[str, t.Any]:
+        """PUT the binding (``managedIdentity.resourceId`` is its only writable field, and only at creation) and,
+        with ``wait``, poll the operation to its end; without, the PUT's own answer (``Creating``)."""
+        operations = self._operations()
+        body = aks_models.IdentityBinding(
+            properties=aks_models.IdentityBindingProperties(
+                managed_identity=aks_models.IdentityBindingManagedIdentityProfile(resource_id=identity_id)
+            )
+        )
+        target = identity_binding_target(resource_group, cluster_name, name)
+        poller = self._call(
+            "containerservice.identity_bindings.begin_create_or_update",
+            lambda: operations.begin_create_or_update(
+                resource_group, cluster_name, name, body, polling_interval=self.azure.polling_interval, polling=wait
+            ),
+            "create",
+            target,
+        )
+        created = (
+            wait_for_lro(poller, timeout, f"create {target}") if wait else azure_call(poller.result, "create", target)
+        )
+        return normalize_identity_binding(created)
+
+    def delete(
+        self,
+        resource_group: str,
+        cluster_name: str,
+        name: str,
+        *,
+        wait: bool = True,
+        timeout: float = DEFAULT_IDENTITY_BINDING_WAIT,
+    ) -> None:
+        """DELETE the binding and, with ``wait``, poll the operation to its end; already gone (204, or a 404 for
+        its cluster) is fine. AKS leaves the identity's ``aks-identity-binding`` credential in place."""
+        operations = self._operations()
+        target = identity_binding_target(resource_group, cluster_name, name)
+        poller = self._call(
+            "containerservice.identity_bindings.begin_delete",
+            lambda: operations.begin_delete(
+                resource_group, cluster_name, name, polling_interval=self.azure.polling_interval, polling=wait
+            ),
+            "delete",
+            target,
+            none_if_not_found=True,
+        )
+        if poller is not None and wait:
+            wait_for_lro(poller, timeout, f"delete {target}")
