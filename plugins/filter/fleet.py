@@ -53,12 +53,20 @@ def fleet_errors(
     issuer_url: str | None = None,
     tenant_id: str | None = None,
     accept_results: bool = False,
+    cluster_name: str | None = None,
 ) -> list[str]:
-    """Every input rule the fleet modules apply, over the whole list at once: the errors, or []."""
+    """Every input rule the fleet modules apply, over the whole list at once: the errors, or []. ``cluster_name``
+    "" says no cluster is named (items using an identity binding need one); None does not check."""
     parsed, errors = parse_items(plain(items), accept_results=accept_results or state != "present")
     if errors:
         return errors
-    return validate_fleet(parsed, state=state, issuer=issuer_url or None, tenant_id=tenant_id or None)
+    return validate_fleet(
+        parsed,
+        state=state,
+        issuer=issuer_url or None,
+        tenant_id=tenant_id or None,
+        cluster_named=cluster_name is None or bool(cluster_name),
+    )
 
 
 def namespace_errors(names: t.Any, field: str = "namespaces") -> list[str]:

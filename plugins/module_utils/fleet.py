@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import dataclasses
 import typing as t
 from dataclasses import dataclass, field
 
@@ -36,11 +37,14 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.gateways imp
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
     FederatedCredentials,
     Identities,
+    IdentityBindings,
     ResourceGroups,
     RoleAssignments,
     Vaults,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
+    ClusterRoleBindings,
+    ClusterRoles,
     ConfigMaps,
     Namespaces,
     PodTemplates,
@@ -53,6 +57,8 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
     Plan,
     federated_credential,
     identity,
+    identity_binding,
+    identity_binding_access,
     keyvault_access,
     role_assignment,
     service_account,
@@ -62,9 +68,12 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile im
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ANNOTATION_INJECT_PROXY_SIDECAR,
     ANNOTATION_PROXY_SIDECAR_PORT,
+    ANNOTATION_USE_IDENTITY_BINDING,
+    IDENTITY_BINDING_CREDENTIAL_NAME,
     LABEL_USE,
     LABEL_USE_VALUE,
     MAX_FEDERATED_CREDENTIALS_PER_IDENTITY,
+    identity_binding_role_name,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_items import (
     PLACEHOLDER_CLIENT_ID,
@@ -80,6 +89,8 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ite
 DEFAULT_PARALLEL = 8
 # Steps of a workload, in the order they are applied (state present); state absent runs them backwards.
 IDENTITY = "identity"
+BINDING = "identity_binding"  # the identity's binding to the cluster (items with federation: identity_binding)
+BINDING_ACCESS = "identity_binding_access"  # the ClusterRole and ClusterRoleBinding that let the SAs use it
 NAMESPACE = "namespace"
 SERVICE_ACCOUNT = "service_account"
 CREDENTIAL = "federated_credential"
@@ -87,7 +98,20 @@ GRANTS = "grants"
 CONFIGMAP = "configmap"
 POD_TEMPLATES = "pod_templates"
 KEYVAULT = "keyvault_access"
-STEPS = (IDENTITY, NAMESPACE, SERVICE_ACCOUNT, CREDENTIAL, GRANTS, CONFIGMAP, POD_TEMPLATES, KEYVAULT)
+STEPS = (
+    IDENTITY,
+    BINDING,
+    BINDING_ACCESS,
+    NAMESPACE,
+    SERVICE_ACCOUNT,
+    CREDENTIAL,
+    GRANTS,
+    CONFIGMAP,
+    POD_TEMPLATES,
+    KEYVAULT,
+)
+# Written once per identity (for all its workloads), not per workload.
+IDENTITY_STEPS = (IDENTITY, BINDING, BINDING_ACCESS, KEYVAULT)
 
 
 # --- Results ----------------------------------------------------------------------------------------------------
@@ -167,6 +191,9 @@ class Snapshot:
     pod_templates: dict[tuple[str, str], dict[str, dict[str, t.Any]]] = field(default_factory=dict)  # (kind, ns)
     namespaces: dict[str, bool | None] = field(default_factory=dict)  # exists? None: could not be read (403)
     vaults: dict[tuple[str, str], dict[str, t.Any] | None] = field(default_factory=dict)
+    bindings: list[dict[str, t.Any]] | None = None  # the cluster's identity bindings; None: no cluster
+    cluster_roles: dict[str, dict[str, t.Any] | None] = field(default_factory=dict)  # by name
+    cluster_role_bindings: dict[str, dict[str, t.Any] | None] = field(default_factory=dict)
     errors: dict[str, WorkloadIdentityError] = field(default_factory=dict)  # what could not be read, by key
 
 
@@ -178,14 +205,24 @@ class Fleet:
     flight at once.
     """
 
-    def __init__(self, azure: t.Any, kube: t.Any, *, check_mode: bool, parallel: int = DEFAULT_PARALLEL) -> None:
+    def __init__(
+        self,
+        azure: t.Any,
+        kube: t.Any,
+        *,
+        check_mode: bool,
+        parallel: int = DEFAULT_PARALLEL,
+        cluster: tuple[str, str] | None = None,
+    ) -> None:
         self.azure = azure
+        self.cluster = cluster  # (resource group, name): where the items' identity bindings go
         self.kube = kube
         self.check_mode = check_mode
         self.parallel = max(1, parallel)
         self.calls: ApiCalls = azure.calls
         self.snapshot = Snapshot()
         self._identity_plans: dict[tuple[str, str], Plan] = {}
+        self._binding_plans: dict[tuple[str, str], Plan] = {}
 
     # -- plumbing
     def prepare(self, *, kubernetes: bool = True, workloads: bool = False) -> None:
@@ -330,6 +367,36 @@ class Fleet:
             else:
                 self.snapshot.pod_templates[(key[1], key[2])] = listed
 
+    def read_bindings(self) -> None:
+        """The cluster's identity bindings: one list serves every identity."""
+        if self.cluster is None:
+            return
+        try:
+            self.snapshot.bindings = IdentityBindings(self.azure, self.calls).list(*self.cluster)
+        except WorkloadIdentityError as exc:
+            self.snapshot.errors["bindings"] = exc
+
+    def read_binding_access(self, client_ids: t.Iterable[str]) -> None:
+        """Our ClusterRole and ClusterRoleBinding of each identity (named by its client ID): one GET each."""
+        roles = self._k8s(ClusterRoles, self.kube.rbac_v1)
+        role_bindings = self._k8s(ClusterRoleBindings, self.kube.rbac_v1)
+        jobs: list[tuple[t.Any, t.Callable[[], t.Any]]] = []
+        for name in dict.fromkeys(identity_binding_role_name(c) for c in client_ids):
+            jobs.append((("role", name), lambda n=name: roles.read(n)))
+            jobs.append((("binding", name), lambda n=name: role_bindings.read(n)))
+        for (kind, name), found in self._run_all(jobs).items():
+            if isinstance(found, WorkloadIdentityError):
+                self.snapshot.errors[f"rbac:{name}"] = found
+            elif kind == "role":
+                self.snapshot.cluster_roles[name] = found
+            else:
+                self.snapshot.cluster_role_bindings[name] = found
+
+    def _bound_client_ids(self, items: list[Item]) -> list[str]:
+        """The client IDs of the existing identities that items bind (new ones have no objects to read)."""
+        found = (self.snapshot.identities.get(item.identity.key) for item in items if item.uses_binding)
+        return [identity["client_id"] for identity in found if identity and identity.get("client_id")]
+
     def read_namespaces(self, names: t.Iterable[str]) -> None:
         """Whether namespaces exist (only those where something is to be created): one GET each. A list in a
         namespace that does not exist answers like an empty one, so it cannot tell."""
@@ -360,11 +427,15 @@ class Fleet:
             if self.snapshot.identities.get(item.identity.key) is None and not item.identity.location
         )
         self.read_kubernetes(items)
+        if any(item.uses_binding for item in items):
+            self.read_bindings()
+            self.read_binding_access(self._bound_client_ids(items))
         identities = self._plan_identities(runs, groups)
         by_identity: dict[tuple[str, str], list[WorkloadRun]] = {}
         for run in runs:
             by_identity.setdefault(run.item.identity.key, []).append(run)
         for key, members in by_identity.items():
+            self._plan_binding(members, identities.get(key))
             self._plan_credentials(members, identities.get(key), issuer)
         for run in runs:
             if not run.failed:
@@ -446,8 +517,10 @@ class Fleet:
 
     def _plan_credentials(self, members: list[WorkloadRun], planned_identity: dict | None, issuer: str | None) -> None:
         """The credentials of one identity, item by item against a running list (a create counts for the next
-        item), then the identity's budget of 20, checked before anything is written."""
+        item), then the identity's budget of 20, checked before anything is written. Items using the identity
+        binding have no credential of their own: the binding's one (AKS's) counts once, when it is still to come."""
         live = [run for run in members if not run.failed]
+        own = [run for run in live if not run.item.uses_binding]
         if not live:
             return
         key = live[0].item.identity.key
@@ -456,8 +529,8 @@ class Fleet:
             for run in live:
                 run.fail(CREDENTIAL, error)
             return
-        if not issuer:
-            for run in live:
+        if not issuer and own:
+            for run in own:
                 run.record(
                     CREDENTIAL, "federated credential", Plan(NONE, None, None, reason="the issuer is not known yet")
                 )
@@ -465,12 +538,12 @@ class Fleet:
                     "The cluster's OIDC issuer is not known yet (check mode, before the cluster role enables it): "
                     "the federated credential is planned once it is"
                 )
-            return
+            own = []
         current = list(self.snapshot.credentials.get(key, []))
         existing = len(current)
         ident_id = (planned_identity or {}).get("id")
         creates = []
-        for run in live:
+        for run in own:
             desired = desired_credential(run.item, issuer)
             try:
                 plan = federated_credential.plan(current, desired, identity=ident_id)
@@ -483,16 +556,100 @@ class Fleet:
                 creates.append(run)
             elif plan.changed:
                 current = [c for c in current if c["name"] != (plan.before or {}).get("name")] + [plan.after]
-        if len(current) > MAX_FEDERATED_CREDENTIALS_PER_IDENTITY:
+        binding_credential = any(run.item.uses_binding for run in live) and not any(
+            c["name"].lower() == IDENTITY_BINDING_CREDENTIAL_NAME for c in current
+        )
+        total = len(current) + (1 if binding_credential else 0)
+        if total > MAX_FEDERATED_CREDENTIALS_PER_IDENTITY:
+            binding_note = (
+                f", 1 ({IDENTITY_BINDING_CREDENTIAL_NAME}) for its identity binding" if binding_credential else ""
+            )
             error = _error(
-                f"{live[0].item.identity.label} would hold {len(current)} federated credentials ({existing} now, "
-                f"{len(creates)} to create); Azure allows {MAX_FEDERATED_CREDENTIALS_PER_IDENTITY} per identity. Use "
-                "another identity for some of these workloads",
+                f"{live[0].item.identity.label} would hold {total} federated credentials ({existing} now, "
+                f"{len(creates)} to create{binding_note}); Azure allows {MAX_FEDERATED_CREDENTIALS_PER_IDENTITY} per "
+                "identity. Use another identity for some of these workloads, or federation: identity_binding: one "
+                "binding serves every ServiceAccount of the cluster with one credential",
                 "FederatedCredentialLimitReached",
                 live[0].item.identity.label,
             )
             for run in live:
                 run.fail(CREDENTIAL, error)
+
+    def _plan_binding(self, members: list[WorkloadRun], planned_identity: dict | None) -> None:
+        """The identity's binding to the cluster and the RBAC that lets its ServiceAccounts use it, planned once
+        for the items that use it and recorded on each (like the identity: written once, before their steps)."""
+        bound = [run for run in members if not run.failed and run.item.uses_binding]
+        if not bound:
+            return
+        try:
+            binding_plan, desired = self._plan_identity_binding(bound[0].item, planned_identity)
+        except WorkloadIdentityError as exc:
+            for run in bound:
+                run.fail(BINDING, exc)
+            return
+        self._binding_plans[bound[0].item.identity.key] = binding_plan
+        client_id = (planned_identity or {}).get("client_id") or PLACEHOLDER_CLIENT_ID
+        try:
+            access = self._plan_binding_access(bound, client_id, "present")
+        except WorkloadIdentityError as exc:
+            for run in bound:
+                run.fail(BINDING_ACCESS, exc)
+            return
+        target = f"identity binding '{desired.name}' on {cluster_label(self.cluster)}"
+        for run in bound:
+            run.record(BINDING, target, binding_plan, desired=desired)
+            for step_target, plan, context in access:
+                run.record(BINDING_ACCESS, step_target, plan, **context)
+
+    def _plan_identity_binding(
+        self, item: Item, planned_identity: dict | None, state: str = "present"
+    ) -> tuple[Plan, identity_binding.DesiredIdentityBinding]:
+        if self.cluster is None:  # the module refuses this before any request; here for callers that do not
+            raise _error("cluster_name: federation: identity_binding needs the cluster", "InvalidParameter", item.where)
+        self._raise_read_error("bindings")
+        identity_id = (planned_identity or {}).get("id") or ""
+        desired = identity_binding.DesiredIdentityBinding(
+            self.cluster[0], self.cluster[1], item.binding_name, identity_id, state=state
+        )
+        if self.snapshot.bindings is None:
+            if state == "absent":
+                return Plan(NONE, None, None, reason="the cluster does not exist"), desired
+            if not self.check_mode:
+                raise _error(
+                    f"cluster_name: the {cluster_label(self.cluster)} does not exist; create it first",
+                    "ResourceNotFound",
+                    cluster_label(self.cluster),
+                )
+            plan = Plan(CREATE, None, {"name": desired.name, "identity_id": identity_id}, reason="no cluster yet")
+            plan.warnings.append(
+                f"the {cluster_label(self.cluster)} does not exist yet: a real run needs it (check mode: an earlier "
+                "task would create it)"
+            )
+            return plan, desired
+        return identity_binding.plan(self.snapshot.bindings, desired), desired
+
+    def _plan_binding_access(self, runs: list[WorkloadRun], client_id: str, state: str) -> list[Planned]:
+        """Our ClusterRole and ClusterRoleBinding for the identity, with these runs' ServiceAccounts as subjects
+        added (or, absent, removed); subjects and rules of others are left alone."""
+        name = identity_binding_role_name(client_id)
+        self._raise_read_error(f"rbac:{name}")
+        desired = identity_binding_access.DesiredBindingAccess(
+            client_id=client_id,
+            service_accounts=tuple((run.item.namespace, run.item.service_account) for run in runs),
+            state=state,
+        )
+        role, role_binding = self.snapshot.cluster_roles.get(name), self.snapshot.cluster_role_bindings.get(name)
+        planned = identity_binding_access.plan(role, role_binding, desired)
+        steps = [
+            (f"ClusterRole '{name}'", planned.role, {"desired": desired, "kind": "ClusterRole", "actual": role}),
+            (
+                f"ClusterRoleBinding '{name}'",
+                planned.binding,
+                {"desired": desired, "kind": "ClusterRoleBinding", "actual": role_binding},
+            ),
+        ]
+        # The role before the binding that grants it; taken down the other way round.
+        return steps if state == "present" else steps[::-1]
 
     def _plan_kubernetes_and_grants(self, run: WorkloadRun, planned: dict | None, tenant_id: str | None) -> None:
         item = run.item
@@ -624,22 +781,63 @@ class Fleet:
     def _apply_group(
         self, members: list[WorkloadRun], written: dict, issuer: str | None, tenant_id: str | None
     ) -> None:
-        """The writes of the workloads of one identity, strictly in order."""
+        """The writes of the workloads of one identity, strictly in order: the identity's binding and its RBAC
+        first (once for all), then each workload's steps."""
+        current = written.get(members[0].item.identity.key) or {}
+        self._apply_binding(members, current)
         for run in members:
             if run.failed:
                 continue
-            current = written.get(run.item.identity.key) or {}
             run.identity = current
             self._replan_with_identity(run, current, tenant_id)
             for done in list(run.steps):
                 if run.failed:
                     break
-                if done.step == IDENTITY or not done.changed:
+                if done.step in IDENTITY_STEPS or not done.changed:
                     continue
                 try:
                     self._apply_step(run, done)
                 except WorkloadIdentityError as exc:
                     run.fail(done.step, exc)
+
+    def _apply_binding(self, members: list[WorkloadRun], current: dict[str, t.Any]) -> None:
+        """The binding (a long-running operation), then our ClusterRole and ClusterRoleBinding, planned again with
+        the identity's real client ID when it was only just created. A failure fails every workload using it."""
+        bound = [run for run in members if not run.failed and run.step(BINDING) is not None]
+        if not bound:
+            return
+        step = bound[0].step(BINDING)
+        try:
+            if step.changed:
+                desired = step.context["desired"]
+                if not desired.identity_id:
+                    desired = dataclasses.replace(desired, identity_id=current["id"])
+                result = identity_binding.apply(self.azure, desired, step.plan, calls=self.calls)
+                for run in bound:
+                    run.step(BINDING).result = result
+        except WorkloadIdentityError as exc:
+            for run in bound:
+                run.fail(BINDING, exc)
+            return
+        try:
+            access = self._plan_binding_access(bound, current["client_id"], "present")
+            for run in bound:
+                run.steps = [s for s in run.steps if s.step != BINDING_ACCESS]
+                for target, plan, context in access:
+                    run.record(BINDING_ACCESS, target, plan, **context)
+                run.steps.sort(key=lambda s: STEPS.index(s.step))
+            for index, (_target, plan, context) in enumerate(access):
+                if plan.changed:
+                    result = self._apply_access(plan, context)
+                    for run in bound:
+                        [s for s in run.steps if s.step == BINDING_ACCESS][index].result = result
+        except WorkloadIdentityError as exc:
+            for run in bound:
+                run.fail(BINDING_ACCESS, exc)
+
+    def _apply_access(self, plan: Plan, context: dict[str, t.Any]) -> dict[str, t.Any] | None:
+        reconciler = identity_binding_access.BindingAccessReconciler(self.kube.rbac_v1, calls=self.calls, dry_run=False)
+        return reconciler.apply_one(context["kind"], plan, context["desired"], context["actual"])
 
     def _replan_with_identity(self, run: WorkloadRun, current: dict, tenant_id: str | None) -> None:
         """Plans made with a stand-in client or principal ID (the identity did not exist) made again with the real
@@ -736,13 +934,23 @@ class Fleet:
         keep_identity: bool,
         keyvaults: list[dict[str, t.Any]],
         kubernetes: bool = True,
+        delete_binding_credential: bool = False,
     ) -> tuple[list[WorkloadRun], list[dict[str, t.Any]]]:
+        """``kubernetes`` false: the cluster is gone, and its Kubernetes objects and identity bindings with it.
+        ``delete_binding_credential``: the aks-identity-binding credential goes with the identity's last binding
+        here (AKS never removes it; only the caller knows that no other cluster binds the identity)."""
         runs = [WorkloadRun(item) for item in items]
         groups = identity_groups(items)
         self.read_azure(items)
         if kubernetes:
             self.read_kubernetes(items)
-        decisions = self._identity_decisions(groups, staying, keep_identity, issuer)
+            if any(item.uses_binding for item in items):
+                self.read_bindings()
+                self.read_binding_access(self._bound_client_ids(items))
+        unbinding = self._bindings_to_remove(groups, staying, kubernetes)
+        decisions = self._identity_decisions(
+            groups, staying, keep_identity, issuer, unbinding if delete_binding_credential else set()
+        )
         self._read_vaults(keyvaults, decisions)
         by_identity: dict[tuple[str, str], list[WorkloadRun]] = {}
         for run in runs:
@@ -751,10 +959,23 @@ class Fleet:
                 run, staying, issuer, delete_service_account, kubernetes, decisions[run.item.identity.key]
             )
         for key, members in by_identity.items():
+            if kubernetes:
+                self._plan_binding_removal(members, decisions[key], key in unbinding, delete_binding_credential)
             self._plan_identity_removal(members, decisions[key], keyvaults)
         if not self.check_mode:
             self._run_all((key, lambda m=members: self._apply_removal(m)) for key, members in by_identity.items())
         return runs, [identity_report(decisions[key], members) for key, members in by_identity.items()]
+
+    def _bindings_to_remove(
+        self, groups: dict[tuple[str, str], list[Item]], staying: list[Item], kubernetes: bool
+    ) -> set[tuple[str, str]]:
+        """The identities whose binding to this cluster this run removes: no staying item binds them here."""
+        staying_bound = {s.identity.key for s in staying if s.uses_binding}
+        return {
+            key
+            for key, members in groups.items()
+            if kubernetes and any(m.uses_binding for m in members) and key not in staying_bound
+        }
 
     def _identity_decisions(
         self,
@@ -762,16 +983,20 @@ class Fleet:
         staying: list[Item],
         keep_identity: bool,
         issuer: str | None,
+        unbinding: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
     ) -> dict[tuple[str, str], dict[str, t.Any]]:
         """Per identity: delete it, or keep it and why. An identity goes only when no staying workload uses it and
-        it holds no federated credential this run does not remove (another cluster or application may trust it)."""
+        it holds no federated credential this run does not remove (another cluster or application may trust it).
+        The aks-identity-binding credential counts as removed for the identities in ``unbinding``."""
         decisions = {}
         for key, members in groups.items():
             ref = members[0].identity
             actual = self.snapshot.identities.get(key)
             users = [s.name for s in staying if s.identity.key == key]
             removed = {self._credential_to_remove(item, issuer, key) for item in members} - {None}
-            others = [c for c in self.snapshot.credentials.get(key, []) if c["name"] not in removed]
+            if key in unbinding:
+                removed.add(IDENTITY_BINDING_CREDENTIAL_NAME)
+            others = [c for c in self.snapshot.credentials.get(key, []) if c["name"].lower() not in removed]
             if actual is None:
                 reason = "it does not exist"
             elif keep_identity:
@@ -798,6 +1023,8 @@ class Fleet:
         return decisions
 
     def _credential_to_remove(self, item: Item, issuer: str | None, key: tuple[str, str]) -> str | None:
+        if item.uses_binding:
+            return None
         credentials = self.snapshot.credentials.get(key, [])
         if item.credential_name:
             found = next((c for c in credentials if c["name"].lower() == item.credential_name.lower()), None)
@@ -805,7 +1032,66 @@ class Fleet:
             found = next((c for c in credentials if (c["issuer"], c["subject"]) == (issuer, item.subject)), None)
         else:
             found = None
-        return found["name"] if found else None
+        return found["name"].lower() if found else None
+
+    def _plan_binding_removal(
+        self, members: list[WorkloadRun], decision: dict[str, t.Any], unbind: bool, delete_credential: bool
+    ) -> None:
+        """Our RBAC loses the leaving ServiceAccounts; the binding goes when no staying item binds the identity
+        here, and with ``delete_credential`` the aks-identity-binding credential after it. Recorded on each
+        leaving item that used the binding, applied once after their own steps."""
+        bound = [run for run in members if not run.failed and run.item.uses_binding]
+        if not bound:
+            return
+        current = decision["identity"] or {}
+        steps: list[tuple[str, str, Plan, dict[str, t.Any]]] = []
+        try:
+            if current.get("client_id"):
+                access = self._plan_binding_access(bound, current["client_id"], "absent")
+                steps += [(BINDING_ACCESS, target, plan, context) for target, plan, context in access]
+            item = bound[0].item
+            if not unbind:
+                plan = Plan(NONE, None, None, reason="kept: a staying workload binds the identity on this cluster")
+                steps.append((BINDING, f"identity binding on {cluster_label(self.cluster)}", plan, {}))
+            else:
+                found = identity_binding.find_for_identity(self.snapshot.bindings or [], current.get("id") or "")
+                name = found["name"] if found else item.binding_name
+                desired = (
+                    identity_binding.DesiredIdentityBinding(
+                        self.cluster[0], self.cluster[1], name, current.get("id") or "", state="absent"
+                    )
+                    if self.cluster
+                    else None
+                )
+                if desired is not None and self.snapshot.bindings is not None:
+                    plan = identity_binding.plan(self.snapshot.bindings, desired)
+                    target = f"identity binding '{name}' on {cluster_label(self.cluster)}"
+                    steps.append((BINDING, target, plan, {"desired": desired}))
+                if delete_credential and decision["exists"] and not decision["delete"]:
+                    # The identity stays (or it would take the credential with it): the credential goes alone.
+                    credentials = self.snapshot.credentials.get(item.identity.key, [])
+                    managed = next(
+                        (c for c in credentials if c["name"].lower() == IDENTITY_BINDING_CREDENTIAL_NAME), None
+                    )
+                    if managed is not None:
+                        gone = federated_credential.DesiredCredential(
+                            resource_group=item.identity.resource_group,
+                            identity_name=item.identity.name,
+                            name=managed["name"],
+                            issuer=managed["issuer"],
+                            subject=managed["subject"],
+                            state="absent",
+                        )
+                        plan = federated_credential.plan(credentials, gone)
+                        target = f"federated credential '{managed['name']}' on {item.identity.label}"
+                        steps.append((BINDING, target, plan, {"desired": gone, "kind": "credential"}))
+        except WorkloadIdentityError as exc:
+            for run in bound:
+                run.fail(BINDING, exc)
+            return
+        for run in bound:
+            for step, target, plan, context in steps:
+                run.record(step, target, plan, **context)
 
     def _plan_removal(
         self,
@@ -830,7 +1116,7 @@ class Fleet:
         steps: list[tuple[str, t.Callable[[], list[Planned]]]] = [
             (POD_TEMPLATES, lambda: self._plan_pod_templates(item, "absent") if kubernetes else []),
             (GRANTS, lambda: self._plan_grant_removal(item, principal_id, kept)),
-            (CREDENTIAL, lambda: self._plan_credential_removal(item, issuer, decision)),
+            (CREDENTIAL, lambda: [] if item.uses_binding else self._plan_credential_removal(item, issuer, decision)),
             (CONFIGMAP, lambda: self._plan_configmap_removal(item, remove_keys) if kubernetes else []),
             (SERVICE_ACCOUNT, lambda: self._plan_service_account_removal(item, remove_keys) if kubernetes else []),
         ]
@@ -966,10 +1252,11 @@ class Fleet:
             for done in list(run.steps):
                 if run.failed:
                     break
-                if done.step in (KEYVAULT, IDENTITY) or done.context.get("with_identity"):
+                if done.step in IDENTITY_STEPS or done.context.get("with_identity"):
                     continue
                 if done.changed:
                     self._try(run, done, self._apply_removal_step)
+        self._apply_binding_removal(members)
         last = members[-1]
         own = [s for r in members for s in r.steps if s.step in (KEYVAULT, IDENTITY)]
         failed = ", ".join(r.item.name for r in members if r.failed)
@@ -985,6 +1272,37 @@ class Fleet:
                 for done in run.steps:
                     if done.step == CREDENTIAL and done.changed and not run.failed and done.result is not None:
                         self._try(run, done, self._apply_removal_step)
+
+    def _apply_binding_removal(self, members: list[WorkloadRun]) -> None:
+        """Once for the identity, after its workloads' own steps: our RBAC, then the binding, then (when asked)
+        the aks-identity-binding credential; kept whole when a workload of the identity failed."""
+        bound = [run for run in members if any(s.step in (BINDING, BINDING_ACCESS) for s in run.steps)]
+        if not bound:
+            return
+        failed = ", ".join(r.item.name for r in members if r.failed)
+        first = bound[0]
+        for index, done in enumerate([s for s in first.steps if s.step in (BINDING_ACCESS, BINDING)]):
+            copies = [[s for s in run.steps if s.step in (BINDING_ACCESS, BINDING)][index] for run in bound]
+            if failed:
+                for step in copies:
+                    step.plan = Plan(NONE, step.plan.before, step.plan.before, reason=f"kept: workload {failed} failed")
+                continue
+            if not done.changed:
+                continue
+            try:
+                if done.step == BINDING_ACCESS:
+                    result = self._apply_access(done.plan, done.context)
+                elif done.context.get("kind") == "credential":
+                    federated_credential.apply(self.azure, done.context["desired"], done.plan)
+                    result = None
+                else:
+                    result = identity_binding.apply(self.azure, done.context["desired"], done.plan, calls=self.calls)
+            except WorkloadIdentityError as exc:
+                for run in bound:
+                    run.fail(done.step, exc)
+                return
+            for step in copies:
+                step.result = result
 
     def _try(self, run: WorkloadRun, done: StepResult, apply: t.Callable[[WorkloadRun, StepResult], None]) -> None:
         try:
@@ -1017,6 +1335,12 @@ class Fleet:
         elif done.step == IDENTITY:
             identity.apply(self.azure, done.context["desired"], done.plan)
             done.result = None
+
+
+def cluster_label(cluster: tuple[str, str] | None) -> str:
+    if cluster is None:
+        return "cluster (not named)"
+    return f"AKS cluster '{cluster[1]}' in resource group '{cluster[0]}'"
 
 
 def _record_plans(run: WorkloadRun, steps: list[tuple[str, t.Callable[[], list[Planned]]]]) -> None:
@@ -1073,7 +1397,11 @@ def teardown_view(run: WorkloadRun) -> dict[str, t.Any]:
     service_account_step = run.step(SERVICE_ACCOUNT)
     configmap_step = run.step(CONFIGMAP)
     grants = [s for s in run.steps if s.step == GRANTS]
+    binding = next((s for s in run.steps if _is_binding_step(s)), None)
+    access = [s for s in run.steps if s.step == BINDING_ACCESS]
     return {
+        "identity_binding_deleted": bool(binding and binding.changed),
+        "binding_access_removed": any(s.changed for s in access),
         "federated_credential": (credential.plan.before or {}) if credential else {},
         "federated_credential_deleted": bool(credential and credential.changed),
         "service_account_removed": bool(service_account_step and service_account_step.changed),
@@ -1096,12 +1424,16 @@ def _grant_of(step: StepResult) -> dict[str, str]:
 def manifest_snippet(item: Item) -> str:
     """What to put into the pod template of the workload (label, ServiceAccount, proxy annotations)."""
     lines = ["metadata:", "  labels:", f'    {LABEL_USE}: "{LABEL_USE_VALUE}"']
+    annotations = []
     if item.proxy_sidecar:
-        lines += [
-            "  annotations:",
+        annotations += [
             f'    {ANNOTATION_INJECT_PROXY_SIDECAR}: "true"',
             f'    {ANNOTATION_PROXY_SIDECAR_PORT}: "{item.proxy_sidecar_port}"',
         ]
+    if item.uses_binding:
+        annotations.append(f'    {ANNOTATION_USE_IDENTITY_BINDING}: "true"')
+    if annotations:
+        lines += ["  annotations:", *annotations]
     lines += ["spec:", f"  serviceAccountName: {item.service_account}"]
     return "\n".join(lines) + "\n"
 
@@ -1120,6 +1452,8 @@ def workload_result(run: WorkloadRun, issuer: str | None) -> dict[str, t.Any]:
         "principal_id": current.get("principal_id"),
         "tenant_id": current.get("tenant_id"),
         "credential_name": credential_view.get("name") or item.credential_name or "",
+        "federation": item.federation,
+        **(_binding_view(run) if item.uses_binding else {}),
         "issuer": issuer or "",
         "grants": [{"role": g.role, "scope": g.scope} for g in item.grants],
         "configmap": item.configmap.name if item.configmap else "",
@@ -1132,6 +1466,21 @@ def workload_result(run: WorkloadRun, issuer: str | None) -> dict[str, t.Any]:
         "error_code": run.error.code if run.error else None,
         "actions": [step.view() for step in run.steps],
         "warnings": list(run.warnings),
+    }
+
+
+def _is_binding_step(step: StepResult) -> bool:
+    """The binding's own step (the BINDING step may also carry the removal of AKS's credential)."""
+    return step.step == BINDING and "desired" in step.context and step.context.get("kind") != "credential"
+
+
+def _binding_view(run: WorkloadRun) -> dict[str, t.Any]:
+    """The identity binding a workload uses: its name and the issuer AKS gave it ("" until it exists)."""
+    step = next((s for s in run.steps if _is_binding_step(s)), None)
+    binding = (step.result or step.plan.after or step.plan.before or {}) if step else {}
+    return {
+        "identity_binding_name": binding.get("name") or run.item.binding_name,
+        "binding_issuer_url": binding.get("issuer_url") or "",
     }
 
 

@@ -66,9 +66,10 @@ ANNOTATION_USE_IDENTITY_BINDING = "azure.workload.identity/use-identity-binding"
 ENV_KUBERNETES_TOKEN_PROXY = "AZURE_KUBERNETES_TOKEN_PROXY"
 ENV_KUBERNETES_SNI_NAME = "AZURE_KUBERNETES_SNI_NAME"
 ENV_KUBERNETES_CA_FILE = "AZURE_KUBERNETES_CA_FILE"
-# Spec (aks/stable/2026-04-01 managedClusters.json, identityBindingName): lower-case letter, then up to 63
-# lower-case letters or digits.
-IDENTITY_BINDING_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,63}$")
+# Spec (aks/stable/2026-04-01 managedClusters.json, identityBindingName): pattern "^[a-z][a-z0-9]{0,63}$" and
+# maxLength 63, so 1-63 lower-case letters or digits, starting with a letter.
+IDENTITY_BINDING_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,62}$")
+IDENTITY_BINDING_NAME_MAX = 63
 FEDERATIONS = ("federated_credential", "identity_binding")  # how a workload's identity trusts its tokens
 
 # --- Names ----------------------------------------------------------------------------------------------------
@@ -179,18 +180,18 @@ def validate_identity_name(value: t.Any, field: str = "name") -> list[str]:
 
 def validate_identity_binding_name(value: t.Any, field: str = "name") -> list[str]:
     if not isinstance(value, str) or not IDENTITY_BINDING_NAME_PATTERN.match(value):
-        return [f"{field}: must be 1-64 lower-case letters or digits, starting with a letter"]
+        return [f"{field}: must be 1-{IDENTITY_BINDING_NAME_MAX} lower-case letters or digits, starting with a letter"]
     return []
 
 
 def default_identity_binding_name(identity_name: str) -> str:
-    """A binding name derived from the identity's name: its letters and digits, lower-cased, 64 at most, led by a
+    """A binding name derived from the identity's name: its letters and digits, lower-cased, 63 at most, led by a
     letter. Two identities whose names differ only in '-', '_' or case map to the same name: the plan finds the
     binding by identity first, and refuses a clash by name."""
     kept = re.sub(r"[^a-z0-9]", "", identity_name.lower())
     if not kept or not kept[0].isalpha():
         kept = "id" + kept
-    return kept[:64]
+    return kept[:IDENTITY_BINDING_NAME_MAX]
 
 
 def identity_binding_role_name(client_id: str) -> str:

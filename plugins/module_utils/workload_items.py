@@ -26,6 +26,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import spec_errors
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import (
     federated_credential,
+    identity_binding,
     role_assignment,
     service_account,
     settings_configmap,
@@ -104,6 +105,7 @@ RESULT_KEYS = frozenset(
         "principal_id",
         "tenant_id",
         "issuer",
+        "binding_issuer_url",
         "patched_workloads",
         "manifest_snippet",
         "changed",
@@ -121,6 +123,8 @@ RESULT_KEYS = frozenset(
         "grants_removed",
         "grants_kept",
         "pod_templates_changed",
+        "identity_binding_deleted",
+        "binding_access_removed",
         "proof",
         "pod_proof",
         "passed",
@@ -401,6 +405,9 @@ def validate_item(item: Item, *, state: str, issuer: str | None) -> list[str]:
                 "credential_name: only applies with federation: federated_credential; an identity binding uses the "
                 "credential AKS manages"
             )
+    if item.uses_binding:
+        errors += identity_binding.spec_name_errors(item.identity.name, "identity.name")
+        errors += identity_binding.spec_name_errors(item.identity.resource_group, "identity.resource_group")
     if item.identity_binding_name is not None:
         errors += validate_identity_binding_name(item.identity_binding_name, "identity_binding_name")
         if not item.uses_binding:
@@ -427,10 +434,20 @@ def validate_item(item: Item, *, state: str, issuer: str | None) -> list[str]:
     return [f"{item.where}: {error}" for error in dict.fromkeys(errors)]
 
 
-def validate_fleet(items: list[Item], *, state: str, issuer: str | None, tenant_id: str | None) -> list[str]:
+def validate_fleet(
+    items: list[Item], *, state: str, issuer: str | None, tenant_id: str | None, cluster_named: bool = True
+) -> list[str]:
     """Every rule over the whole list: each item's, unique names and ServiceAccounts, and the items that share an
-    identity agreeing on it and fitting into its 20 federated credentials."""
+    identity agreeing on it and fitting into its 20 federated credentials. ``cluster_named`` false: no cluster is
+    named, which items using an identity binding (a child of the cluster) need."""
     errors: list[str] = []
+    if not cluster_named:
+        errors += [
+            f"{item.where}: federation: identity_binding needs the cluster (cluster_resource_group and cluster_name) "
+            "the identity is bound to"
+            for item in items
+            if item.uses_binding
+        ]
     if issuer:
         errors += validate_issuer(issuer, "issuer_url")
     if tenant_id:

@@ -73,7 +73,7 @@ options:
     required: true
   name:
     description:
-      - Name of the identity binding, 1 to 64 lower-case letters or digits, starting with a letter (the API's rule,
+      - Name of the identity binding, 1 to 63 lower-case letters or digits, starting with a letter (the API's rule,
         which refuses V(-)).
       - Defaults to the identity's name with everything but letters and digits removed, lower-cased (V(id-orders)
         gives V(idorders)), led by V(id) when it would not start with a letter.

@@ -55,7 +55,7 @@ options:
     required: true
   name:
     description:
-      - Name of one binding to return (1 to 64 lower-case letters or digits, starting with a letter);
+      - Name of one binding to return (1 to 63 lower-case letters or digits, starting with a letter);
         RV(identity_bindings) is then empty when the cluster has no binding of that name.
       - Omit it to return every binding of the cluster.
     type: str

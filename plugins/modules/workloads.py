@@ -38,6 +38,18 @@ description:
     credential, ConfigMap, ServiceAccount (or only its workload identity annotations) - and then the identity, only
     when no workload in O(keep_items) uses it and it holds no federated credential this run does not remove; key
     vault access (O(keyvaults)) goes with it.
+  - "Identity bindings: items with C(federation: identity_binding) do not get a federated credential each. Their
+    identity is bound to the cluster once (an AKS identity binding, child of the cluster named by
+    O(cluster_resource_group) and O(cluster_name); AKS then puts its one C(aks-identity-binding) credential on the
+    identity), and a ClusterRole and ClusterRoleBinding named C(azure-wi-identity-binding-<client ID>) let the items'
+    ServiceAccounts use it (verb C(use-managed-identity) on API group C(cid.wi.aks.azure.com)); only the listed
+    subjects are added or removed. Their pod templates get C(azure.workload.identity/use-identity-binding=true).
+    Any number of ServiceAccounts share one identity this way, past the 20 credentials an identity holds; a binding
+    costs one list of the cluster's bindings and two GETs (ClusterRole, ClusterRoleBinding) per bound identity."
+  - Choose a binding when many ServiceAccounts (across namespaces) must act as one identity, or one identity serves
+    many clusters; keep credentials when a workload needs an identity of its own, when the cluster's API server uses
+    VNet integration (bindings are not supported there), or when the application's Azure Identity library cannot
+    use the AKS token proxy yet.
   - For progress on a long list, the M(aks.workload_identity.workload) and M(aks.workload_identity.teardown) roles
     call this module once per batch of items (never splitting the items of one identity), one result line each.
 requirements:
@@ -66,7 +78,8 @@ options:
     description:
       - The workloads, in the shape of the M(aks.workload_identity.workload) role's C(workload_items), with its
         defaults - C(name), C(namespace), C(service_account), C(identity) (C(name), C(resource_group), C(location),
-        C(create), default V(true)), C(credential_name), C(grants) (C(role), C(scope)), C(token_expiration),
+        C(create), default V(true)), C(credential_name), C(federation) (V(federated_credential), the default, or
+        V(identity_binding)), C(identity_binding_name), C(grants) (C(role), C(scope)), C(token_expiration),
         C(tenant_annotation) (default V(true)), C(create_namespace) (default V(false)), C(labels), C(annotations),
         C(configmap) (C(name), default C(<service_account>-azure-identity), and C(data)), C(patch_workloads)
         (C(kind), one of V(Deployment), V(StatefulSet), V(DaemonSet), V(CronJob), and C(name)), C(proxy_sidecar) and
@@ -99,7 +112,10 @@ options:
         Kubernetes steps are skipped.
     type: str
   cluster_name:
-    description: Name of the AKS cluster; see O(cluster_resource_group).
+    description:
+      - Name of the AKS cluster; see O(cluster_resource_group).
+      - Required (with O(cluster_resource_group)) when an item uses C(federation=identity_binding); its binding is a
+        child of this cluster.
     type: str
   tenant_id:
     description:
@@ -137,6 +153,16 @@ options:
     description: With O(state=absent), keep the managed identities (their credentials and grants still go).
     type: bool
     default: false
+  delete_binding_credential:
+    description:
+      - With O(state=absent), when the identity binding of an identity on this cluster goes (no item of
+        O(keep_items) binds it), V(true) also deletes the C(aks-identity-binding) credential AKS put on the identity;
+        then an identity that nothing else uses is deleted too.
+      - AKS never removes that credential itself, and it serves the identity's bindings on every cluster; the module
+        sees only this one. Set V(true) only when no other cluster binds the identity. With V(false) the credential
+        stays, and with it the identity (the result says why).
+    type: bool
+    default: false
   keyvaults:
     description:
       - With O(state=absent), key vaults to take the secret access of deleted identities back from, before the
@@ -168,6 +194,11 @@ seealso:
   - module: aks.workload_identity.federated_credential
   - module: aks.workload_identity.wid_service_account
   - module: aks.workload_identity.role_assignment
+  - module: aks.workload_identity.aks_identity_binding
+  - module: aks.workload_identity.wid_identity_binding_access
+  - name: Identity bindings for AKS (concepts)
+    description: When one identity serves many clusters and ServiceAccounts, past the 20 federated credentials.
+    link: https://learn.microsoft.com/azure/aks/identity-bindings-concepts
   - name: Deploy and configure workload identity on an AKS cluster
     description: Microsoft's walk-through, the order this module follows.
     link: https://learn.microsoft.com/azure/aks/workload-identity-deploy-cluster
@@ -197,6 +228,24 @@ EXAMPLES = r"""
         patch_workloads:
           - {kind: Deployment, name: billing-worker}
   register: fleet
+
+- name: Bind one identity for the ServiceAccounts of several teams (one binding, not one credential each)
+  aks.workload_identity.workloads:
+    cluster_resource_group: rg-aks
+    cluster_name: aks-prod
+    items:
+      - name: reports
+        namespace: analytics
+        service_account: reports
+        federation: identity_binding
+        identity: {name: id-data-readers, resource_group: rg-apps}
+        patch_workloads:
+          - {kind: Deployment, name: reports}
+      - name: exporter
+        namespace: finance
+        service_account: exporter
+        federation: identity_binding
+        identity: {name: id-data-readers, resource_group: rg-apps}
 
 - name: See what would change, without writing
   aks.workload_identity.workloads:
@@ -265,8 +314,21 @@ workloads:
       type: str
       sample: issuer-orders-orders-api-0e57dd6a
     issuer:
-      description: The issuer the credential trusts.
+      description: The cluster's issuer, the one a workload's own credential trusts.
       type: str
+    federation:
+      description: How the identity trusts the workload's tokens, V(federated_credential) or V(identity_binding).
+      type: str
+    identity_binding_name:
+      description: The identity binding on the cluster that the workload uses (C(federation=identity_binding) only).
+      type: str
+      returned: with C(federation=identity_binding)
+    binding_issuer_url:
+      description:
+        - The issuer AKS gave the identity binding (C(https://<region-less AKS host>/<tenant>/<client ID>)); "" until
+          the binding exists (check mode).
+      type: str
+      returned: with C(federation=identity_binding)
     grants:
       description: The item's grants.
       type: list
@@ -289,7 +351,7 @@ workloads:
       type: bool
     failed_step:
       description:
-        - The step that failed (V(identity), V(namespace), V(service_account), V(federated_credential), V(grants),
+        - The step that failed (V(identity), V(identity_binding), V(identity_binding_access), V(namespace), V(service_account), V(federated_credential), V(grants),
           V(configmap), V(pod_templates), V(keyvault_access)).
       type: str
     error:
@@ -311,6 +373,12 @@ workloads:
       type: dict
     federated_credential_deleted:
       description: With O(state=absent), whether the credential was (or would be) removed, by itself or with its identity.
+      type: bool
+    identity_binding_deleted:
+      description: With O(state=absent), whether the identity's binding to the cluster was (or would be) deleted.
+      type: bool
+    binding_access_removed:
+      description: With O(state=absent), whether the ServiceAccount was (or would be) taken out of the binding's RBAC.
       type: bool
     service_account_removed:
       description: With O(state=absent), whether the ServiceAccount (or its workload identity annotations) was removed.
@@ -419,6 +487,7 @@ ARGUMENT_SPEC = {
     "keep_items": {"type": "list", "elements": "dict", "default": []},
     "delete_service_account": {"type": "bool", "default": True},
     "keep_identity": {"type": "bool", "default": False},
+    "delete_binding_credential": {"type": "bool", "default": False},
     "keyvaults": {
         "type": "list",
         "elements": "dict",
@@ -488,7 +557,13 @@ def converge(module: AnsibleModule, engine: fleet.Fleet, params: dict[str, t.Any
     items, errors = parse_items(params["items"], default_location=params["default_location"])
     tenant_id = params["tenant_id"] or None
     if not errors:
-        errors = validate_fleet(items, state="present", issuer=params["issuer_url"], tenant_id=tenant_id)
+        errors = validate_fleet(
+            items,
+            state="present",
+            issuer=params["issuer_url"],
+            tenant_id=tenant_id,
+            cluster_named=bool(params["cluster_name"]),
+        )
     if errors:
         raise WorkloadIdentityError(f"Invalid items: {'; '.join(errors)}", code="InvalidParameter")
     engine.prepare(workloads=any(item.patch_workloads for item in items))
@@ -508,7 +583,13 @@ def take_down(module: AnsibleModule, engine: fleet.Fleet, params: dict[str, t.An
     keep, keep_errors = parse_items(params["keep_items"], accept_results=True) if params["keep_items"] else ([], [])
     errors += [f"keep_{error}" for error in keep_errors]
     if not errors:
-        errors = validate_fleet(items, state="absent", issuer=params["issuer_url"], tenant_id=None)
+        errors = validate_fleet(
+            items,
+            state="absent",
+            issuer=params["issuer_url"],
+            tenant_id=None,
+            cluster_named=bool(params["cluster_name"]),
+        )
     if errors:
         raise WorkloadIdentityError(f"Invalid items: {'; '.join(errors)}", code="InvalidParameter")
     leaving = {(item.namespace, item.service_account) for item in items}
@@ -524,6 +605,7 @@ def take_down(module: AnsibleModule, engine: fleet.Fleet, params: dict[str, t.An
         keep_identity=params["keep_identity"],
         keyvaults=params["keyvaults"],
         kubernetes=kubernetes,
+        delete_binding_credential=params["delete_binding_credential"],
     )
     note = None if kubernetes else f"{cluster.note}: its Kubernetes objects went with it, so they were not read"
     return {"runs": runs, "issuer": cluster.issuer, "note": note, "identities": identities, "cluster": cluster.view}
@@ -542,7 +624,8 @@ def main() -> None:
         errors = check_options(params)
         if errors:
             raise WorkloadIdentityError(f"Invalid input: {'; '.join(errors)}", code="InvalidParameter")
-        engine = fleet.Fleet(azure, kube, check_mode=module.check_mode, parallel=params["parallel"])
+        cluster = (params["cluster_resource_group"], params["cluster_name"]) if params["cluster_name"] else None
+        engine = fleet.Fleet(azure, kube, check_mode=module.check_mode, parallel=params["parallel"], cluster=cluster)
         outcome = (converge if params["state"] == "present" else take_down)(module, engine, params)
     except WorkloadIdentityError as exc:
         module.fail_json(**exc.to_fail_kwargs(redact=secrets), api_calls=azure.calls.as_dict())

@@ -183,9 +183,9 @@ def test_find_for_identity():
 @pytest.mark.parametrize(
     ("desired", "fragment"),
     [
-        (want(name="id-orders"), "name: must be 1-64 lower-case letters or digits"),
-        (want(name="1orders"), "name: must be 1-64"),
-        (want(name="Orders"), "name: must be 1-64"),
+        (want(name="id-orders"), "name: must be 1-63 lower-case letters or digits"),
+        (want(name="1orders"), "name: must be 1-63"),
+        (want(name="Orders"), "name: must be 1-63"),
         (want(identity_id=None), "identity_id: is required"),
         (want(identity_id="/subscriptions/x/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v"), "identity_id:"),
         (want(identity_id=ORDERS.replace("rg-apps", "rg_apps")), "letters, digits and '-' only"),

@@ -159,7 +159,7 @@ def test_an_identity_binding_serves_any_number_of_service_accounts_with_one_cred
 def test_identity_binding_options_are_checked():
     found = errors_of([item("a", federation="identity_binding", identity_binding_name="Bad-Name")])
     assert found == [
-        "items[0] (a): identity_binding_name: must be 1-64 lower-case letters or digits, starting with a letter"
+        "items[0] (a): identity_binding_name: must be 1-63 lower-case letters or digits, starting with a letter"
     ]
     found = errors_of([item("a", identity_binding_name="ok")])
     assert found == ["items[0] (a): identity_binding_name: only applies with federation: identity_binding"]
@@ -177,6 +177,10 @@ def test_identity_binding_options_are_checked():
         "per identity and cluster)"
     ]
     assert errors_of([item("a", federation="nope")])[0].startswith("items[0] (a): value of federation must be one of")
+    underscore = {"name": "id_orders", "resource_group": "rg.apps"}
+    found = errors_of([item("a", identity=underscore, federation="identity_binding")])
+    assert [e.split(": ")[1] for e in found] == ["identity.name", "identity.resource_group"]
+    assert "use a federated credential for this identity" in found[0]
 
 
 def test_binding_items_default_their_binding_name_from_the_identity():
