@@ -158,6 +158,19 @@ def test_25_service_accounts_share_one_identity_through_one_binding(lab, cluster
     rbac_reads = [e for e in lab.kube_requests(mark) if "rbac.authorization.k8s.io" in e["uri"]]
     assert len(rbac_reads) == 2, rbac_reads
 
+    # A whole teardown in check mode plans the RBAC, the binding and AKS's credential, and writes nothing.
+    seq, mark = lab.last_seq(), lab.kube_mark()
+    preview = run_module(
+        MODULE,
+        {"state": "absent", "items": first["workloads"], "delete_binding_credential": True, **cluster},
+        env=lab.env,
+        check=True,
+    )
+    assert preview.changed and not preview.failed, preview.get("msg")
+    assert all(w["identity_binding_deleted"] for w in preview["workloads"] if w["federation"] == "identity_binding")
+    assert preview["identities"][0]["deleted"]
+    assert lab.writes(seq) == [] and lab.kube_writes(mark, include_dry_run=True) == []
+
     # A partial teardown: five bound ServiceAccounts leave, the binding and the other 20 stay.
     leaving = first["workloads"][:5]
     seq, mark = lab.last_seq(), lab.kube_mark()
