@@ -39,6 +39,7 @@ CALLBACKS = REPO / "tests" / "bench_plugins" / "callback"
 # /subscriptions/<id>/resourceGroups/<rg>/providers/<Namespace>/<type>/<name>/<child type>/...: the types, lower
 _ARM_TYPE = re.compile(r"/providers/([^/]+)/([^/]+)(?:/[^/]+/([^/?]+))?", re.IGNORECASE)
 THROTTLED_SIZE = 50
+BOUND_SIZE = 50  # ServiceAccounts sharing one identity through one identity binding
 MSI_WRITES_PER_SECOND = (
     2.0  # per subscription (learn.microsoft.com/entra/workload-id/workload-identity-federation-considerations)
 )
@@ -55,6 +56,21 @@ def workloads(tag: str, count: int, subscription: str) -> list[dict[str, Any]]:
             "service_account": f"{tag}-{index:03d}",
             "identity": {"name": f"id-{tag}-{index:03d}", "resource_group": "rg-wid-lab"},
             "grants": [{"role": "Reader", "scope": scope}],
+        }
+        for index in range(count)
+    ]
+
+
+def bound_workloads(tag: str, count: int, namespaces: int = 5) -> list[dict[str, Any]]:
+    """``count`` ServiceAccounts in ``namespaces`` namespaces on one identity through its identity binding."""
+    return [
+        {
+            "name": f"{tag}-{index:03d}",
+            "namespace": f"{tag}-{index % namespaces}",
+            "create_namespace": True,
+            "service_account": f"{tag}-{index:03d}",
+            "federation": "identity_binding",
+            "identity": {"name": f"id-{tag}", "resource_group": "rg-wid-lab"},
         }
         for index in range(count)
     ]
@@ -149,7 +165,9 @@ def throttling_floor(count_: int) -> float:
     return max(0.0, (writes - MSI_WRITE_BURST) / MSI_WRITES_PER_SECOND)
 
 
-def bench(lab: lab_module.Lab, sizes: list[int], latency: float, throttled: bool, folder: Path) -> dict[str, Any]:
+def bench(
+    lab: lab_module.Lab, sizes: list[int], latency: float, throttled: bool, folder: Path, bound: bool = True
+) -> dict[str, Any]:
     subscription = lab.env["AZURE_SUBSCRIPTION_ID"]
     # The issuer first (not measured): the workload playbook reads it from the cluster.
     run_playbook(lab, "cluster", vars_file(folder, "cluster", {}), folder / "cluster.modules.json")
@@ -166,6 +184,17 @@ def bench(lab: lab_module.Lab, sizes: list[int], latency: float, throttled: bool
                 f"N={size:<4} from scratch {scratch['seconds']:>6.1f} s   no-op {noop['seconds']:>5.1f} s", flush=True
             )
         results: dict[str, Any] = {"latency_seconds": latency, "runs": runs}
+        if bound:
+            tag = f"ib{BOUND_SIZE}"
+            values = vars_file(folder, tag, {"workload_items": bound_workloads(tag, BOUND_SIZE)})
+            scratch = measure(lab, "workload", values)
+            noop = measure(lab, "workload", values)
+            results["bound"] = {"workloads": BOUND_SIZE, "from_scratch": scratch, "no_op": noop}
+            print(
+                f"N={BOUND_SIZE} bound to one identity: from scratch {scratch['seconds']:.1f} s, no-op "
+                f"{noop['seconds']:.1f} s",
+                flush=True,
+            )
         if throttled:
             tag = f"thr{THROTTLED_SIZE}"
             values = vars_file(folder, tag, {"workload_items": workloads(tag, THROTTLED_SIZE, subscription)})
@@ -215,6 +244,21 @@ def markdown(results: dict[str, Any]) -> str:
             f"{throttled['seconds']:.1f} s against a floor of {throttled['floor_seconds']:.0f} s ({ratio:.2f}x; "
             f"{throttled['throttled']} requests answered 429, every one ridden out).",
         ]
+    bound = results.get("bound")
+    if bound:
+        lines += [
+            "",
+            f"N={bound['workloads']} ServiceAccounts in 5 namespaces sharing one identity through one identity binding "
+            "(`federation: identity_binding`; federated credentials alone stop at 20):",
+            "",
+            "| run | wall time | ARM requests | Kubernetes requests |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for label, key in (("from scratch", "from_scratch"), ("no-op", "no_op")):
+            r = bound[key]
+            lines.append(f"| {label} | {r['seconds']:.1f} s | {r['arm_requests']} | {r['kubernetes_requests']} |")
+        lines += ["", "Requests of its no-op run, by kind:", ""]
+        lines += [f"- `{kind}`: {n}" for kind, n in {**bound["no_op"]["arm"], **bound["no_op"]["kubernetes"]}.items()]
     biggest = results["runs"][-1]
     lines += ["", f"Requests of the no-op run for N={biggest['workloads']}, by kind:", ""]
     lines += [f"- `{kind}`: {n}" for kind, n in {**biggest["no_op"]["arm"], **biggest["no_op"]["kubernetes"]}.items()]
@@ -298,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", action="store_true", help="add N=200")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds added to every ARM request (0.1)")
     parser.add_argument("--no-throttled", action="store_true", help="skip the run with Azure's throttling modelled")
+    parser.add_argument(
+        "--no-bound", action="store_true", help="skip the run with 50 workloads on one identity binding"
+    )
     parser.add_argument("--readme", action="store_true", help="write docs/bench.md, docs/bench.svg and the README")
     parser.add_argument("--workdir", type=Path, help="an existing lab to use (python -m tests.lab up --workdir DIR)")
     options = parser.parse_args(argv)
@@ -307,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     lab = lab_module.up(workdir, quiet=True)
     try:
         with tempfile.TemporaryDirectory(prefix="wid-bench-vars-") as tmp:
-            results = bench(lab, sizes, options.latency, not options.no_throttled, Path(tmp))
+            results = bench(
+                lab, sizes, options.latency, not options.no_throttled, Path(tmp), bound=not options.no_bound
+            )
     finally:
         if own_lab:
             lab_module.down(workdir)
