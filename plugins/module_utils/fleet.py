@@ -947,7 +947,7 @@ class Fleet:
             if any(item.uses_binding for item in items):
                 self.read_bindings()
                 self.read_binding_access(self._bound_client_ids(items))
-        unbinding = self._bindings_to_remove(groups, staying, kubernetes)
+        unbinding = self._bindings_to_remove(groups, staying)
         decisions = self._identity_decisions(
             groups, staying, keep_identity, issuer, unbinding if delete_binding_credential else set()
         )
@@ -967,14 +967,13 @@ class Fleet:
         return runs, [identity_report(decisions[key], members) for key, members in by_identity.items()]
 
     def _bindings_to_remove(
-        self, groups: dict[tuple[str, str], list[Item]], staying: list[Item], kubernetes: bool
+        self, groups: dict[tuple[str, str], list[Item]], staying: list[Item]
     ) -> set[tuple[str, str]]:
-        """The identities whose binding to this cluster this run removes: no staying item binds them here."""
+        """The identities whose binding to this cluster this run removes (or the cluster's deletion removed): no
+        staying item binds them here."""
         staying_bound = {s.identity.key for s in staying if s.uses_binding}
         return {
-            key
-            for key, members in groups.items()
-            if kubernetes and any(m.uses_binding for m in members) and key not in staying_bound
+            key for key, members in groups.items() if any(m.uses_binding for m in members) and key not in staying_bound
         }
 
     def _identity_decisions(

@@ -432,3 +432,31 @@ def test_identity_name_rule(value, ok):
     from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import validate_identity_name
 
     assert (validate_identity_name(value) == []) is ok
+
+
+# --- identity bindings ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("identity", "expected"),
+    [
+        ("id-orders", "idorders"),
+        ("Id_Orders-API", "idordersapi"),
+        ("123-app", "id123app"),  # led by a letter
+        ("x" * 100, "x" * 63),  # the spec's maxLength
+    ],
+)
+def test_default_identity_binding_names_keep_to_the_spec(identity, expected):
+    name = wi.default_identity_binding_name(identity)
+    assert name == expected
+    assert wi.validate_identity_binding_name(name) == []
+
+
+@pytest.mark.parametrize("name", ["", "Orders", "1orders", "id-orders", "a" * 64, 7])
+def test_identity_binding_names_outside_the_spec_are_refused(name):
+    assert wi.validate_identity_binding_name(name, "identity_binding_name") == [
+        "identity_binding_name: must be 1-63 lower-case letters or digits, starting with a letter"
+    ]
+
+
+def test_the_binding_rbac_objects_are_named_by_the_lower_case_client_id():
+    client_id = "9BB715B3-E30D-4143-B4AB-E6D3603D9864"
+    assert wi.identity_binding_role_name(client_id) == f"azure-wi-identity-binding-{client_id.lower()}"
