@@ -26,6 +26,7 @@ CLASS_DEFINITIONS = {
 # characters"), so no name can close a label, start a comment (%%), or be read as markup or a keyword.
 _MERMAID_SAFE = re.compile(r"[A-Za-z0-9 ._/:@,=+-]")
 _SUBJECT_PREFIX = "system:serviceaccount:"
+BINDING_CREDENTIAL_NAME = "aks-identity-binding"  # workload_identity.IDENTITY_BINDING_CREDENTIAL_NAME
 
 
 def mermaid_text(value: t.Any) -> str:
@@ -97,8 +98,62 @@ def _short_scope(scope: str) -> str:
     return "/".join(parts[-2:]) if len(parts) > 2 else str(scope)
 
 
+def _binding_subject(binding: t.Mapping[str, t.Any]) -> str:
+    return (
+        f"IdentityBinding/{binding.get('cluster_resource_group')}/{binding.get('cluster_name')}/{binding.get('name')}"
+    )
+
+
+def _draw_bindings(diagram: _Diagram, entry: t.Mapping[str, t.Any], account: str, identity: str) -> None:
+    """The identity's binding to this cluster (-> its issuer), and the ServiceAccount's RBAC grant to use it."""
+    for binding in entry.get("bindings") or []:
+        node = diagram.node(
+            _binding_subject(binding),
+            "azure",
+            "Identity binding",
+            binding.get("name"),
+            f"cluster {binding.get('cluster_resource_group')}/{binding.get('cluster_name')}",
+        )
+        diagram.edge(identity, node, "bound")
+        if binding.get("issuer_url"):
+            issuer = diagram.node(
+                f"Issuer/{binding['issuer_url']}", "issuers", "binding issuer", binding["issuer_url"], shape="hexagon"
+            )
+            diagram.edge(node, issuer, "issuer")
+        if entry.get("rbac_grants"):
+            diagram.edge(account, node, "RBAC: may use")
+
+
+def _draw_binding_credentials(diagram: _Diagram, identities: list[dict[str, t.Any]]) -> None:
+    """AKS's aks-identity-binding credential of each drawn identity with a binding, trusting the binding issuer."""
+    for identity in identities:
+        subject = f"UserAssignedIdentity/{identity.get('resource_group')}/{identity.get('name')}"
+        if subject not in diagram.nodes or not identity.get("bindings"):
+            continue
+        for credential in identity.get("credentials") or []:
+            if credential.get("name") != BINDING_CREDENTIAL_NAME:
+                continue
+            node = diagram.node(
+                f"FederatedIdentityCredential/{identity.get('resource_group')}/{identity.get('name')}/"
+                f"{credential['name']}",
+                "azure",
+                "Federated credential (AKS)",
+                credential["name"],
+            )
+            diagram.edge(node_id(subject), node, "federated")
+            issuer = diagram.node(
+                f"Issuer/{credential.get('issuer')}",
+                "issuers",
+                "binding issuer",
+                credential.get("issuer"),
+                shape="hexagon",
+            )
+            diagram.edge(node, issuer, "trusts")
+
+
 def trust_map_mermaid(result: t.Any) -> str:
-    """A Mermaid flowchart: workloads -> ServiceAccounts -> identities -> credentials -> issuers, and grants."""
+    """A Mermaid flowchart: workloads -> ServiceAccounts -> identities -> credentials and identity bindings ->
+    issuers, and grants."""
     result = _require_result(result, "trust_map_mermaid")
     findings = list(result.get("findings") or [])
     diagram = _Diagram(findings)
@@ -123,6 +178,7 @@ def trust_map_mermaid(result: t.Any) -> str:
                 workload["kind"],
                 f"{namespace}/{workload['name']}",
                 None if workload.get("labelled") else "(no azure.workload.identity/use label)",
+                "(uses the identity binding)" if workload.get("identity_binding") else None,
                 shape="round",
             )
             diagram.edge(source, account, "runs as")
@@ -175,6 +231,8 @@ def trust_map_mermaid(result: t.Any) -> str:
                 owner = issuer_names.get(issuer) or credential.get("issuer_owner") or "issuer"
             issuer_node = diagram.node(f"Issuer/{issuer}", "issuers", owner, issuer, shape="hexagon")
             diagram.edge(node, issuer_node, "trusts")
+        if identity:
+            _draw_bindings(diagram, entry, account, target)
         for grant in entry.get("grants") or []:
             if not identity:
                 continue
@@ -183,6 +241,7 @@ def trust_map_mermaid(result: t.Any) -> str:
                 grant_subject, "azure", grant.get("role"), _short_scope(grant.get("scope") or ""), shape="round"
             )
             diagram.edge(target, node, "role")
+    _draw_binding_credentials(diagram, list(result.get("identities") or []))
     for item in findings:
         if item["subject"] not in diagram.nodes:
             kind, _sep, rest = item["subject"].partition("/")
@@ -220,7 +279,12 @@ def trust_map_markdown(result: t.Any, title: str = "Microsoft Entra Workload ID 
     out.append(
         f"**{summary.get('errors', 0)} errors, {summary.get('warnings', 0)} warnings, {summary.get('info', 0)} notes** "
         f"on {summary.get('service_accounts', 0)} ServiceAccounts, {summary.get('identities', 0)} identities, "
-        f"{summary.get('credentials', 0)} federated credentials and {summary.get('workloads', 0)} workloads."
+        f"{summary.get('credentials', 0)} federated credentials, {summary.get('workloads', 0)} workloads"
+        + (
+            f" and {summary['identity_bindings']} identity bindings."
+            if summary.get("identity_bindings") is not None
+            else "."
+        )
     )
     out.append("")
     issuers = [
@@ -235,7 +299,8 @@ def trust_map_markdown(result: t.Any, title: str = "Microsoft Entra Workload ID 
         "## Trust map",
         "",
         "Workloads run as ServiceAccounts, whose client ID names a managed identity, whose federated credentials "
-        "trust an issuer; the identity's role grants hang off it. Red: errors, amber: warnings.",
+        "trust an issuer; an identity's binding to the cluster serves the ServiceAccounts RBAC lets use it; the "
+        "identity's role grants hang off it. Red: errors, amber: warnings.",
         "",
         "```mermaid",
         trust_map_mermaid(result).rstrip("\n"),
@@ -261,19 +326,25 @@ def trust_map_markdown(result: t.Any, title: str = "Microsoft Entra Workload ID 
                 + ("" if entry.get("service_account_exists", True) else " (missing)"),
                 f"{identity.get('name') or '(none)'} ({entry.get('client_id')})",
                 [f"{c['name']}: {c['issuer']} ({c['issuer_status']})" for c in entry.get("credentials") or []],
+                [
+                    f"{b['name']} on {b['cluster_resource_group']}/{b['cluster_name']}: {b['issuer_url']}"
+                    for b in entry.get("bindings") or []
+                ]
+                + [f"RBAC: {g['cluster_role_binding']} ({g['subject']})" for g in entry.get("rbac_grants") or []],
+                entry.get("via") or "-",
                 [f"{g.get('role')} on {g.get('scope')}" for g in entry.get("grants") or []],
                 ", ".join(
-                    f"{w['kind']} {w['name']}" + ("" if w.get("labelled") else " (unlabelled)")
+                    f"{w['kind']} {w['name']}"
+                    + ("" if w.get("labelled") else " (unlabelled)")
+                    + (" (identity binding)" if w.get("identity_binding") else "")
                     for w in entry.get("workloads") or []
                 )
                 or "-",
             ]
         )
-    out += (
-        _table(["ServiceAccount", "Identity (client ID)", "Federated credentials", "Grants", "Workloads"], rows)
-        if rows
-        else ["None."]
-    )
+    header = ["ServiceAccount", "Identity (client ID)", "Federated credentials", "Identity binding", "Reached by"]
+    out += _table([*header, "Grants", "Workloads"], rows) if rows else ["None."]
+    out += _bindings_section(result)
     migrations = result.get("pod_identity_migration") or []
     if migrations:
         out += ["", "## aad-pod-identity to migrate", ""]
@@ -298,6 +369,31 @@ def trust_map_markdown(result: t.Any, title: str = "Microsoft Entra Workload ID 
     if calls:
         out += ["", "## API requests", "", *_table(["Operation", "Requests"], sorted(calls.items()))]
     return "\n".join(out) + "\n"
+
+
+def _bindings_section(result: t.Mapping[str, t.Any]) -> list[str]:
+    """The clusters' identity bindings, each with the ServiceAccounts RBAC lets use its identity."""
+    bindings = result.get("identity_bindings") or []
+    if not bindings:
+        return []
+    grants: dict[str, list[str]] = {}
+    for grant in result.get("rbac_grants") or []:
+        grants.setdefault(str(grant.get("client_id")), []).extend(
+            f"{subject} ({grant.get('cluster_role_binding')})" for subject in grant.get("subjects") or []
+        )
+    rows = [
+        [
+            f"{b.get('cluster_resource_group')}/{b.get('cluster_name')}",
+            b.get("name"),
+            f"{b.get('identity') or '(not audited)'} ({b.get('client_id')})",
+            b.get("issuer_url"),
+            b.get("provisioning_state"),
+            grants.get(str(b.get("client_id") or "").lower(), []),
+        ]
+        for b in bindings
+    ]
+    header = ["Cluster", "Binding", "Identity (client ID)", "Issuer", "State", "May use it (RBAC)"]
+    return ["", "## Identity bindings", "", *_table(header, rows)]
 
 
 class FilterModule:

@@ -2,9 +2,10 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The reads behind aks.workload_identity.wid_info: clusters, identities, federated credentials and role
-assignments from Azure, ServiceAccounts, workloads, pods and aad-pod-identity objects from Kubernetes, each in
-as few list requests as the APIs allow, counted per operation. trust_map joins what this returns.
+"""The reads behind aks.workload_identity.wid_info: clusters, identities, federated credentials, role assignments
+and the clusters' AKS identity bindings from Azure, ServiceAccounts, workloads, pods, the ClusterRoles and
+ClusterRoleBindings that may grant the use of an identity binding, and aad-pod-identity objects from Kubernetes,
+each in as few list requests as the APIs allow, counted per operation. trust_map joins what this returns.
 
 Private to this collection: the names here may change without notice.
 """
@@ -22,9 +23,14 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azu
     Clusters,
     FederatedCredentials,
     Identities,
+    IdentityBindings,
     RoleAssignments,
     RoleDefinitions,
     cluster_target,
+)
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
+    ClusterRoleBindings,
+    ClusterRoles,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
     K8S_EXCEPTIONS,
@@ -118,6 +124,26 @@ class AzureReader:
             listed = pool.map(lambda identity: gateway.list(identity["resource_group"], identity["name"]), identities)
             for identity, credentials in zip(identities, listed, strict=True):
                 identity["credentials"] = credentials
+
+    def identity_bindings(self, clusters: list[dict[str, t.Any]], warnings: list[str]) -> list[dict[str, t.Any]] | None:
+        """Every identity binding of the clusters, one list per cluster, each with the cluster it was listed on
+        (``cluster_resource_group``, ``cluster_name``, as the options name it). None, with a warning, when they
+        cannot be read: an azure-mgmt-containerservice without identity bindings, or no right to list them (403);
+        the audit then does not judge bindings, rather than failing where it used to succeed."""
+        gateway = IdentityBindings(self.azure, self.calls)
+        found: list[dict[str, t.Any]] = []
+        for cluster in clusters:
+            try:
+                listed = gateway.list(cluster["resource_group"], cluster["name"])
+            except WorkloadIdentityError as exc:
+                if exc.code != "MissingRequiredLibrary" and exc.status != 403:
+                    raise
+                warnings.append(f"{exc}; identity bindings were not judged")
+                return None
+            for binding in listed or []:
+                binding.update(cluster_resource_group=cluster["resource_group"], cluster_name=cluster["name"])
+                found.append(binding)
+        return found
 
     def role_assignments(self, principal_ids: set[str]) -> list[dict[str, t.Any]]:
         """The assignments of these principals: one list of the subscription's (at, above and below it)."""
@@ -232,6 +258,21 @@ class KubeReader(K8sApiCaller):
             workloads += [{"kind": kind, "document": document} for document in found or []]
         return workloads
 
+    def identity_binding_rbac(self, warnings: list[str]) -> tuple[list[dict[str, t.Any]] | None, list[dict] | None]:
+        """The cluster's ClusterRoles and ClusterRoleBindings, one list each (normalised by their gateways): trust_map
+        finds the grants of use-managed-identity by their rules, whoever made them. (None, None), with a warning,
+        when the connecting user may not list them (403): the audit then does not judge who may use a binding."""
+        rbac = self.kube.rbac_v1
+        try:
+            roles = ClusterRoles(rbac, calls=self.calls, dry_run=False).list()
+            bindings = ClusterRoleBindings(rbac, calls=self.calls, dry_run=False).list()
+        except WorkloadIdentityError as exc:
+            if exc.status != 403:
+                raise
+            warnings.append(f"{exc}; who may use identity bindings was not judged")
+            return None, None
+        return list(roles.values()), list(bindings.values())
+
     def pod_identity(self) -> dict[str, list[dict[str, t.Any]]]:
         custom = self.kube._api("CustomObjectsApi")
         found = {}
@@ -262,6 +303,12 @@ def inventory(azure: AzureModule, kube: K8sModule, params: t.Mapping[str, t.Any]
         principals = {str(i.get("principal_id") or "").lower() for i in identities if i.get("principal_id")}
         assignments = azure_reader.role_assignments(principals)
     groups = params["identity_resource_groups"]
+    warnings: list[str] = []
+    bindings, roles, role_bindings = None, None, None
+    if params["identity_bindings"]:
+        # No cluster, no binding to list: None says "not read", so AKS's credential is not judged either.
+        bindings = azure_reader.identity_bindings(clusters, warnings) if clusters else None
+        roles, role_bindings = kube_reader.identity_binding_rbac(warnings)
     return {
         "clusters": clusters,
         "issuer_urls": params["issuer_urls"],
@@ -276,4 +323,8 @@ def inventory(azure: AzureModule, kube: K8sModule, params: t.Mapping[str, t.Any]
         "workloads": kube_reader.workloads(),
         "pods": kube_reader.pods(),
         "pod_identity": kube_reader.pod_identity() if params["pod_identity"] else None,
+        "identity_bindings": bindings,
+        "cluster_roles": roles,
+        "cluster_role_bindings": role_bindings,
+        "warnings": warnings,
     }

@@ -5,8 +5,8 @@
 """The trust map of Microsoft Entra Workload ID on one cluster, and what is wrong with it: pure functions.
 
 ``build_trust_map(inventory)`` joins what wid_info read (plain dicts, no SDK objects) into the ownership map
-namespace/ServiceAccount -> identity (client ID) -> federated credentials -> role grants, with the workloads
-that run as each ServiceAccount, and lists findings. The inventory::
+namespace/ServiceAccount -> identity (client ID) -> federated credentials and identity bindings -> role grants,
+with the workloads that run as each ServiceAccount, and lists findings. The inventory::
 
     clusters         [{resource_group, name, issuer_url, oidc_issuer_enabled, workload_identity_enabled}]
     issuer_urls      [str]            more issuers to treat as known (clusters not on AKS, other tenants)
@@ -21,6 +21,16 @@ that run as each ServiceAccount, and lists findings. The inventory::
     workloads        [{kind, document: API dict}]              Deployment, StatefulSet, DaemonSet, Job, CronJob
     pods             [API dict of a Pod]
     pod_identity     {identities: [API dict], bindings: [API dict]} | None (not looked for)
+    identity_bindings [{name, identity_id, client_id, issuer_url, provisioning_state, cluster_resource_group,
+                       cluster_name}] | None (not read)    the AKS identity bindings of the clusters above
+    cluster_roles    [{name, rules: [{api_groups, resources, verbs, resource_names}]}] | None (not read)
+    cluster_role_bindings [{name, role_ref: {kind, name}, subjects: [{kind, name, namespace}]}] | None (not read)
+                                      both as the RBAC gateways normalise them (snake_case)
+
+A ServiceAccount reaches an identity by its own federated credential (the cluster's issuer, its subject, the
+webhook's audience), by the identity's binding to this cluster when Kubernetes RBAC grants it the binding's verb on
+the identity's client ID (any ClusterRole whose rules say so, bound by any ClusterRoleBinding: hand-made RBAC counts
+as much as ours), or both.
 
 Private to this collection: the names here may change without notice.
 """
@@ -29,12 +39,17 @@ from __future__ import annotations
 
 import typing as t
 
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import service_account_groups
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ANNOTATION_CLIENT_ID,
     ANNOTATION_SERVICE_ACCOUNT_TOKEN_EXPIRATION,
     ANNOTATION_TENANT_ID,
+    ANNOTATION_USE_IDENTITY_BINDING,
     DEFAULT_AUDIENCE,
     ENV_CLIENT_ID,
+    IDENTITY_BINDING_CREDENTIAL_NAME,
+    IDENTITY_BINDING_RBAC_API_GROUP,
+    IDENTITY_BINDING_RBAC_VERB,
     LABEL_USE,
     LABEL_USE_VALUE,
     MAX_FEDERATED_CREDENTIALS_PER_IDENTITY,
@@ -63,6 +78,10 @@ POD_CLIENT_ID_STALE = "pod-client-id-stale"
 TOKEN_EXPIRATION_OUT_OF_RANGE = "token-expiration-out-of-range"
 CREDENTIAL_BUDGET = "credential-budget"
 POD_IDENTITY_LEFTOVER = "pod-identity-leftover"
+IDENTITY_BINDING_CREDENTIAL_UNBOUND = "identity-binding-credential-unbound"
+IDENTITY_BINDING_ACCESS_MISSING = "identity-binding-access-missing"
+IDENTITY_BINDING_MISSING = "identity-binding-missing"
+IDENTITY_BINDING_ACCESS_STALE = "identity-binding-access-stale"
 CODES = (
     CREDENTIAL_ORPHANED,
     ISSUER_UNKNOWN,
@@ -77,6 +96,10 @@ CODES = (
     TOKEN_EXPIRATION_OUT_OF_RANGE,
     CREDENTIAL_BUDGET,
     POD_IDENTITY_LEFTOVER,
+    IDENTITY_BINDING_CREDENTIAL_UNBOUND,
+    IDENTITY_BINDING_ACCESS_MISSING,
+    IDENTITY_BINDING_MISSING,
+    IDENTITY_BINDING_ACCESS_STALE,
 )
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
@@ -90,6 +113,15 @@ POD_IDENTITY_LABEL = "aadpodidbinding"
 # Credential status in the map.
 OK = "ok"
 OTHER_CLUSTER = "other-cluster"
+
+# How a ServiceAccount reaches an identity (map[].via): the names of workload_identity.FEDERATIONS, or both, or none.
+VIA_CREDENTIAL = "federated_credential"
+VIA_BINDING = "identity_binding"
+VIA_BOTH = "both"
+VIA_NONE = "none"
+RBAC_WILDCARD = "*"  # RBAC's "any" in verbs, apiGroups and resources
+# The groups every ServiceAccount's token carries, whatever its namespace (those two namespaces' lists share).
+GROUPS_OF_EVERY_SERVICE_ACCOUNT = frozenset(service_account_groups("a")) & frozenset(service_account_groups("b"))
 
 
 # --- Subjects of findings and map nodes ----------------------------------------------------------------------------
@@ -137,6 +169,13 @@ def _owner(document: t.Any) -> dict[str, str] | None:
     return {"kind": controller.get("kind"), "name": controller.get("name")} if controller else None
 
 
+def opts_in_to_identity_binding(annotations: t.Any) -> bool:
+    """Whether pod annotations ask the webhook for the identity binding's token proxy (read as the gateways'
+    normalize_workload reads it)."""
+    value = annotations.get(ANNOTATION_USE_IDENTITY_BINDING) if isinstance(annotations, t.Mapping) else None
+    return str(value or "").lower() == "true"
+
+
 def normalize_service_account(document: t.Any) -> dict[str, t.Any]:
     namespace, name, labels, annotations = _metadata(document)
     return {
@@ -169,6 +208,7 @@ def normalize_workload(kind: str, document: t.Any) -> dict[str, t.Any]:
         "job_template_labels": job_labels,
         "template_labels": dict(_get(template, "metadata", "labels") or {}),
         "template_annotations": dict(_get(template, "metadata", "annotations") or {}),
+        "identity_binding": opts_in_to_identity_binding(_get(template, "metadata", "annotations")),
         # serviceAccount is the deprecated alias of serviceAccountName
         "service_account": spec.get("serviceAccountName") or spec.get("serviceAccount") or DEFAULT_SERVICE_ACCOUNT,
         "owner": _owner(document),
@@ -194,6 +234,7 @@ def normalize_pod(document: t.Any) -> dict[str, t.Any]:
         "labels": labels,
         "template_labels": labels,
         "template_annotations": annotations,
+        "identity_binding": opts_in_to_identity_binding(annotations),
         "job_template_labels": {},
         "service_account": spec.get("serviceAccountName") or spec.get("serviceAccount") or DEFAULT_SERVICE_ACCOUNT,
         "phase": _get(document, "status", "phase"),
@@ -255,6 +296,103 @@ def role_label(grant: t.Mapping[str, t.Any]) -> str:
     return str(grant.get("role") or grant.get("role_definition_id"))
 
 
+# --- Identity bindings: who may use which identity (Kubernetes RBAC) ------------------------------------------------
+def _holds(values: t.Any, wanted: str) -> bool:
+    return isinstance(values, list) and (RBAC_WILDCARD in values or wanted in values)
+
+
+def rule_client_ids(rule: t.Mapping[str, t.Any]) -> set[str]:
+    """The client IDs (lower case; ``*`` for any) a ClusterRole rule lets use through an identity binding: its verbs
+    hold use-managed-identity and its API groups cid.wi.aks.azure.com (or ``*``). A rule limited to resourceNames
+    grants nothing here: the token proxy's SubjectAccessReview names the resource (the client ID) and no object,
+    and RBAC matches a rule with resourceNames only for requests that name one
+    (kubernetes.io/docs/reference/access-authn-authz/rbac/#referring-to-resources). Client IDs compare ignoring
+    case, as Azure writes them in lower case (a rule in upper case is a stricter RBAC resource this audit does not
+    flag)."""
+    if rule.get("resource_names") or not _holds(rule.get("verbs"), IDENTITY_BINDING_RBAC_VERB):
+        return set()
+    if not _holds(rule.get("api_groups"), IDENTITY_BINDING_RBAC_API_GROUP):
+        return set()
+    return {str(resource).lower() for resource in rule.get("resources") or []}
+
+
+def rbac_subject_service_accounts(subject: t.Mapping[str, t.Any]) -> tuple[str | None, str | None] | None:
+    """Which ServiceAccounts an RBAC subject names: ``(namespace, name)`` one, ``(namespace, None)`` all of a
+    namespace (group system:serviceaccounts:<namespace>), ``(None, None)`` all of the cluster (system:serviceaccounts,
+    system:authenticated); None when it names no ServiceAccount (other users and groups)."""
+    kind, name = subject.get("kind"), str(subject.get("name") or "")
+    if kind == "ServiceAccount":
+        namespace = subject.get("namespace")
+        return (namespace, name) if namespace and name else None
+    if kind == "User":  # a ServiceAccount's user name, system:serviceaccount:<namespace>:<name>, as RBAC allows
+        parsed = loose_service_account_subject(name)
+        return parsed if parsed and name == service_account_subject(*parsed) else None
+    if kind == "Group":
+        # The groups the API server puts a ServiceAccount's token in (service_account_groups, one source).
+        if name in GROUPS_OF_EVERY_SERVICE_ACCOUNT:
+            return (None, None)
+        namespace = name.rpartition(":")[2]
+        if name.count(":") == 2 and namespace and name in service_account_groups(namespace):
+            return (namespace, None)
+    return None
+
+
+def rbac_subject_label(subject: t.Mapping[str, t.Any]) -> str:
+    """``ServiceAccount/<namespace>/<name>``, ``Group/<name>`` or ``User/<name>``."""
+    if subject.get("kind") == "ServiceAccount":
+        return k8s_subject("ServiceAccount", subject.get("namespace"), str(subject.get("name")))
+    return f"{subject.get('kind')}/{subject.get('name')}"
+
+
+def identity_binding_grants(
+    cluster_roles: list[dict[str, t.Any]], cluster_role_bindings: list[dict[str, t.Any]]
+) -> list[dict[str, t.Any]]:
+    """Every grant of use-managed-identity found by rule content: one per ClusterRoleBinding and client ID (``*``
+    for a wildcard rule) whose ClusterRole's rules grant it, with the subjects that can be ServiceAccounts (a
+    binding with none grants no workload). Sorted by ClusterRoleBinding and client ID. Only cluster-wide grants
+    count: the token proxy asks without a namespace, as the identity-bindings how-to grants it."""
+    roles = {role.get("name"): role for role in cluster_roles}
+    grants = []
+    for binding in sorted(cluster_role_bindings, key=lambda b: str(b.get("name"))):
+        reference = binding.get("role_ref") or {}
+        role = roles.get(reference.get("name")) if reference.get("kind") == "ClusterRole" else None
+        if role is None:
+            continue
+        client_ids: set[str] = set()
+        for rule in role.get("rules") or []:
+            client_ids |= rule_client_ids(rule)
+        subjects = [s for s in binding.get("subjects") or [] if rbac_subject_service_accounts(s) is not None]
+        for client_id in sorted(client_ids) if subjects else []:
+            grants.append(
+                {
+                    "client_id": client_id,
+                    "cluster_role": role.get("name"),
+                    "cluster_role_binding": binding.get("name"),
+                    "subjects": [rbac_subject_label(s) for s in subjects],
+                    "scopes": [rbac_subject_service_accounts(s) for s in subjects],
+                }
+            )
+    return grants
+
+
+def _scope_covers(scope: tuple[str | None, str | None], namespace: str, name: str) -> bool:
+    return scope[0] is None or (scope[0] == namespace and scope[1] in (None, name))
+
+
+def binding_view(binding: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    return {
+        "cluster_resource_group": binding.get("cluster_resource_group"),
+        "cluster_name": binding.get("cluster_name"),
+        "name": binding.get("name"),
+        "issuer_url": binding.get("issuer_url"),
+        "provisioning_state": binding.get("provisioning_state"),
+    }
+
+
+def _cluster_label(binding: t.Mapping[str, t.Any]) -> str:
+    return f"{binding.get('cluster_resource_group')}/{binding.get('cluster_name')}"
+
+
 # --- The join --------------------------------------------------------------------------------------------------------
 class _Audit:
     def __init__(self, inventory: t.Mapping[str, t.Any], credential_warning_threshold: int) -> None:
@@ -283,9 +421,83 @@ class _Audit:
             and not (w["kind"] == "Job" and (w["owner"] or {}).get("kind") == "CronJob")
         ]
         self.grants = self._grants()
+        # Identity bindings and the RBAC that lets ServiceAccounts use them; None in the inventory: not read, and
+        # then not judged.
+        self.bindings_read = inventory.get("identity_bindings") is not None
+        self.bindings = [dict(b) for b in inventory.get("identity_bindings") or []]
+        clusters = inventory.get("clusters") or []
+        local = [c for c in clusters if c.get("issuer_url") and c["issuer_url"] in self.issuers.local]
+        if not local and len(clusters) == 1:
+            local = clusters  # as Issuers does: a single cluster is this one
+        self.local_clusters = {(str(c["resource_group"]).lower(), str(c["name"]).lower()) for c in local}
+        self.local_label = " or ".join(f"{c['resource_group']}/{c['name']}" for c in local) or "this cluster"
+        self.rbac_read = (
+            inventory.get("cluster_roles") is not None and inventory.get("cluster_role_bindings") is not None
+        )
+        self.rbac = (
+            identity_binding_grants(inventory.get("cluster_roles") or [], inventory.get("cluster_role_bindings") or [])
+            if self.rbac_read
+            else []
+        )
 
     def in_scope(self, namespace: str | None) -> bool:
         return self.namespaces is None or namespace in self.namespaces
+
+    # -- identity bindings and their RBAC
+    def bindings_of(self, client_id: t.Any, identity: t.Mapping[str, t.Any] | None = None, *, local: bool = False):
+        """The bindings of the identity (by client ID, or by resource ID) on the audited clusters, or on this one."""
+        client_id = str(client_id or "").lower()
+        identity_id = str((identity or {}).get("id") or "").lower()
+        return [
+            b
+            for b in self.bindings
+            if (
+                (client_id and str(b.get("client_id") or "").lower() == client_id)
+                or (identity_id and str(b.get("identity_id") or "").lower() == identity_id)
+            )
+            and (
+                not local
+                or (str(b.get("cluster_resource_group")).lower(), str(b.get("cluster_name")).lower())
+                in self.local_clusters
+            )
+        ]
+
+    def rbac_grants_for(self, namespace: str, name: str, client_id: t.Any) -> list[dict[str, str]]:
+        """The grants that let ServiceAccount namespace/name use the identity of ``client_id``, each with the
+        subject that names it."""
+        wanted = str(client_id or "").lower()
+        found = []
+        for grant in self.rbac:
+            if grant["client_id"] not in (wanted, RBAC_WILDCARD):
+                continue
+            for label, scope in zip(grant["subjects"], grant["scopes"], strict=True):
+                if _scope_covers(scope, namespace, name):
+                    found.append(
+                        {
+                            "cluster_role": grant["cluster_role"],
+                            "cluster_role_binding": grant["cluster_role_binding"],
+                            "subject": label,
+                        }
+                    )
+                    break
+        return found
+
+    def reaches_by_binding(self, namespace: str, name: str, client_id: t.Any, identity: dict | None) -> bool:
+        return bool(self.bindings_of(client_id, identity, local=True)) and bool(
+            self.rbac_grants_for(namespace, name, client_id)
+        )
+
+    def has_own_credential(self, identity: dict | None, namespace: str, name: str, views: list[dict]) -> bool:
+        """Whether a credential of the identity trusts this cluster's issuer for the ServiceAccount and the webhook's
+        audience."""
+        wanted = service_account_subject(namespace, name)
+        return identity is not None and any(
+            v["identity"] is identity
+            and v["credential"].get("subject") == wanted
+            and v["issuer_status"] == OK
+            and DEFAULT_AUDIENCE in (v["credential"].get("audiences") or [])
+            for v in views
+        )
 
     def add(self, severity: str, code: str, subject: str, message: str, fix: str) -> None:
         self.findings.append(finding(severity, code, subject, message, fix))
@@ -320,6 +532,9 @@ class _Audit:
                         "issuer_status": status if self.issuers.known else OK,
                         "issuer_match": matched,
                         "target": parsed,
+                        # AKS's own credential for the identity's bindings: its issuer is the binding's, and its
+                        # subject no ServiceAccount's, so it is judged against the bindings, not like the others.
+                        "binding_credential": credential.get("name") == IDENTITY_BINDING_CREDENTIAL_NAME,
                     }
                 )
         return views
@@ -327,8 +542,10 @@ class _Audit:
     def check_credentials(self, views: list[dict[str, t.Any]]) -> None:
         for view in views:
             identity, credential, target = view["identity"], view["credential"], view["target"]
-            if target is None or not self.in_scope(target[0]):
-                continue  # not a Kubernetes subject (GitHub Actions, ...), or a namespace this audit did not list
+            if target is None or not self.in_scope(target[0]) or view["binding_credential"]:
+                # Not a Kubernetes subject (GitHub Actions, ...), a namespace this audit did not list, or AKS's own
+                # credential (check_binding_credentials judges it).
+                continue
             subject = credential_subject(identity, credential)
             where = f"federated credential '{credential.get('name')}' on managed identity {identity.get('name')}"
             if view["issuer_status"] == ISSUER_UNKNOWN:
@@ -381,25 +598,76 @@ class _Audit:
             "Delete the credential if the workload is gone, or create the ServiceAccount it was made for",
         )
 
-    def check_budget(self) -> None:
+    def check_budget(self, views: list[dict[str, t.Any]]) -> None:
         for identity in self.identities:
             count = len(identity.get("credentials") or [])
             if count < self.threshold and count < MAX_FEDERATED_CREDENTIALS_PER_IDENTITY:
                 continue
             full = count >= MAX_FEDERATED_CREDENTIALS_PER_IDENTITY
+            kubernetes = sum(
+                1
+                for v in views
+                if v["identity"] is identity and v["target"] is not None and not v["binding_credential"]
+            )
+            fix = (
+                "Delete unused or stale credentials (see the other findings), or give some workloads their own identity"
+            )
+            if kubernetes:
+                # An identity binding: AKS keeps one credential for all the identity's bindings, and one binding per
+                # cluster serves any number of its ServiceAccounts (RBAC says which).
+                bound = [
+                    f"'{b.get('name')}' on cluster {_cluster_label(b)}"
+                    for b in self.bindings_of(identity.get("client_id"), identity)
+                ]
+                fix = (
+                    "Move its Kubernetes ServiceAccounts to "
+                    + (f"its identity binding ({', '.join(bound)})" if bound else "an identity binding")
+                    + f": one credential ({IDENTITY_BINDING_CREDENTIAL_NAME}) then serves any number of ServiceAccounts "
+                    "per cluster (the workload role with federation: identity_binding, or "
+                    "aks.workload_identity.aks_identity_binding and aks.workload_identity.wid_identity_binding_access), "
+                    "and delete their own credentials; delete unused or stale credentials too (see the other findings)"
+                )
             self.add(
                 ERROR if full else WARNING,
                 CREDENTIAL_BUDGET,
                 identity_subject(identity),
                 f"managed identity {identity.get('name')} has {count} of the {MAX_FEDERATED_CREDENTIALS_PER_IDENTITY} "
                 "federated credentials Azure allows per identity"
+                + (f", {kubernetes} of them for Kubernetes ServiceAccounts" if kubernetes else "")
                 + ("; no other cluster or ServiceAccount can be federated" if full else ""),
-                "Delete unused or stale credentials (see the other findings), or give some workloads their own identity",
+                fix,
+            )
+
+    def check_binding_credentials(self, views: list[dict[str, t.Any]]) -> None:
+        """AKS's credential on an identity that no audited cluster binds. AKS never deletes it, and it serves every
+        binding of the identity, on any cluster: it may serve one on a cluster this audit did not read."""
+        if not self.bindings_read:
+            return
+        for view in views:
+            identity, credential = view["identity"], view["credential"]
+            if not view["binding_credential"] or self.bindings_of(identity.get("client_id"), identity):
+                continue
+            audited = self.inventory.get("clusters") or []
+            clusters = ", ".join(sorted(f"{c.get('resource_group')}/{c.get('name')}" for c in audited))
+            self.add(
+                INFO,
+                IDENTITY_BINDING_CREDENTIAL_UNBOUND,
+                credential_subject(identity, credential),
+                f"federated credential '{credential.get('name')}' on managed identity {identity.get('name')} is the one "
+                f"AKS keeps for the identity's bindings (issuer {credential.get('issuer')}), but no audited cluster "
+                f"({clusters}) binds the identity; it may serve a binding on another cluster (AKS never deletes it)",
+                "Look for bindings of the identity on your other clusters (aks.workload_identity.aks_identity_binding_info"
+                ", or wid_info with those clusters); delete the credential only once no cluster binds the identity "
+                "(the teardown role with teardown_delete_binding_credential, or aks.workload_identity.federated_credential "
+                "state: absent): it uses one of the identity's 20 credentials",
             )
 
     # -- ServiceAccounts
-    def check_service_account(self, account: dict[str, t.Any], views: list[dict[str, t.Any]]) -> dict | None:
-        """Findings on one ServiceAccount; returns the identity its annotation names (None when none does)."""
+    def check_service_account(
+        self, account: dict[str, t.Any], views: list[dict[str, t.Any]], workloads: list[dict[str, t.Any]]
+    ) -> dict | None:
+        """Findings on one ServiceAccount (``workloads``: those that run as it); returns the identity its annotation
+        names (None when none does)."""
         subject = k8s_subject("ServiceAccount", account["namespace"], account["name"])
         label = f"ServiceAccount {account['namespace']}/{account['name']}"
         self._check_token_expiration(account["token_expiration"], subject, label)
@@ -425,12 +693,7 @@ class _Audit:
             return identity
         wanted = service_account_subject(account["namespace"], account["name"])
         own = [v for v in views if v["identity"] is identity]
-        if any(
-            v["credential"].get("subject") == wanted
-            and v["issuer_status"] == OK
-            and DEFAULT_AUDIENCE in (v["credential"].get("audiences") or [])
-            for v in own
-        ):
+        if self.has_own_credential(identity, account["namespace"], account["name"], views):
             return identity
         if any(
             (v["credential"].get("subject") == wanted and v["issuer_status"] == ISSUER_NEAR_MISS)
@@ -438,16 +701,34 @@ class _Audit:
             for v in own
         ):
             return identity  # the near-miss finding on the credential says what to fix
+        # Workloads that opt in to the identity binding need no credential of their own: the binding checks judge
+        # them. Those that do not go to Entra with the cluster's token, which only a credential of its own trusts.
+        direct = [f"{w['kind']} {w['name']}" for w in workloads if not w["identity_binding"]]
+        by_binding = self.reaches_by_binding(account["namespace"], account["name"], client_id, identity)
+        if (workloads and not direct) or (not workloads and by_binding):
+            return identity
+        binding_note = (
+            f"; it may use the identity's binding, but {', '.join(direct)} do not opt in "
+            f'({ANNOTATION_USE_IDENTITY_BINDING}: "true" on the pod template)'
+            if direct and (by_binding or len(direct) < len(workloads))
+            else ""
+        )
         self.add(
             ERROR,
             ANNOTATION_NO_CREDENTIAL,
             subject,
             f"{label} is annotated with the client ID of managed identity {identity.get('name')}, but no federated "
             f"credential of that identity trusts issuer {self.issuers.describe_local()} for subject {wanted} with "
-            f"audience {DEFAULT_AUDIENCE}; the token exchange fails (AADSTS70021)",
+            f"audience {DEFAULT_AUDIENCE}; the token exchange fails (AADSTS70021){binding_note}",
             f"Federate them: aks.workload_identity.federated_credential resource_group={identity.get('resource_group')} "
             f"identity_name={identity.get('name')} namespace={account['namespace']} service_account={account['name']} "
-            "issuer=<the cluster's issuer>",
+            "issuer=<the cluster's issuer>"
+            + (
+                f'; or opt the pod templates in to the identity binding ({ANNOTATION_USE_IDENTITY_BINDING}: "true", '
+                "aks.workload_identity.wid_workload_patch)"
+                if binding_note
+                else ""
+            ),
         )
         return identity
 
@@ -533,6 +814,98 @@ class _Audit:
             "client ID only when a pod is created",
             restart,
         )
+
+    # -- identity bindings
+    def check_workload_binding(self, workload: dict[str, t.Any], account: dict | None, identity: dict | None) -> None:
+        """A workload that opts in to the identity binding of its ServiceAccount's identity, which has no binding on
+        this cluster. An unknown client ID is annotation-unknown-client-id's to report (unless a binding names it)."""
+        if not workload["identity_binding"] or account is None or identity is None:
+            return
+        if not self.bindings_read or not self.local_clusters:
+            return  # no binding of this cluster was read: nothing to judge by
+        if self.bindings_of(account["client_id"], identity, local=True):
+            return
+        elsewhere = [
+            f"'{b.get('name')}' on cluster {_cluster_label(b)}"
+            for b in self.bindings_of(account["client_id"], identity)
+        ]
+        self.add(
+            ERROR,
+            IDENTITY_BINDING_MISSING,
+            k8s_subject(workload["kind"], workload["namespace"], workload["name"]),
+            f"{workload['kind']} {workload['namespace']}/{workload['name']} opts in to an identity binding "
+            f'({ANNOTATION_USE_IDENTITY_BINDING}: "true") for managed identity {identity.get("name")} (client ID '
+            f"{account['client_id']}, ServiceAccount {account['namespace']}/{account['name']}), but the identity has no "
+            f"identity binding on cluster {self.local_label}"
+            + (f" (only {', '.join(elsewhere)})" if elsewhere else "")
+            + "; AKS's token proxy refuses its tokens",
+            f"Bind the identity to the cluster: aks.workload_identity.aks_identity_binding resource_group=<the "
+            f"cluster's group> cluster_name=<the cluster> identity_name={identity.get('name')} (or the workload role "
+            "with federation: identity_binding); or remove the annotation to use a federated credential of its own",
+        )
+
+    def check_binding_access(self, account: dict[str, t.Any], identity: dict | None, workloads: list[dict]) -> None:
+        """An annotated ServiceAccount whose workloads opt in to the identity binding, which no RBAC grant lets use
+        the identity: AKS's token proxy refuses its tokens (its SubjectAccessReview is denied)."""
+        client_id = account["client_id"]
+        opted = [f"{w['kind']} {w['name']}" for w in workloads if w["identity_binding"]]
+        if not self.rbac_read or not client_id or not opted:
+            return
+        if identity is None and not self.bindings_of(client_id, local=True):
+            return  # annotation-unknown-client-id says what is wrong
+        if self.rbac_grants_for(account["namespace"], account["name"], client_id):
+            return
+        named = f"managed identity {identity.get('name')} ({client_id})" if identity else f"client ID {client_id}"
+        self.add(
+            ERROR,
+            IDENTITY_BINDING_ACCESS_MISSING,
+            k8s_subject("ServiceAccount", account["namespace"], account["name"]),
+            f"ServiceAccount {account['namespace']}/{account['name']} is annotated with the client ID of {named} and "
+            f'{", ".join(opted)} opt in to its identity binding ({ANNOTATION_USE_IDENTITY_BINDING}: "true"), but no '
+            f"ClusterRoleBinding grants it {IDENTITY_BINDING_RBAC_VERB} on {IDENTITY_BINDING_RBAC_API_GROUP}/"
+            f"{str(client_id).lower()}; AKS's token proxy refuses its pods' tokens",
+            f"Grant it: aks.workload_identity.wid_identity_binding_access client_id={client_id} service_accounts="
+            f"[{{namespace: {account['namespace']}, name: {account['name']}}}], or the workload role with federation: "
+            "identity_binding",
+        )
+
+    def check_stale_grants(self) -> None:
+        """Grants of use-managed-identity on a client ID that no audited identity has and no binding of this cluster
+        maps: they let nobody get a token (wildcard rules are not judged)."""
+        for grant in self.rbac:
+            client_id = grant["client_id"]
+            if client_id == RBAC_WILDCARD or not any(s[0] is None or self.in_scope(s[0]) for s in grant["scopes"]):
+                continue
+            identity = self.by_client_id.get(client_id)
+            if self.bindings_of(client_id, identity, local=True):
+                continue
+            judged_bindings = self.bindings_read and bool(self.local_clusters)
+            if identity is not None and not judged_bindings:
+                continue  # the identity exists; whether it is bound here was not read
+            if identity is None:
+                why = (
+                    f"no managed identity in {self.inventory.get('identity_scope') or 'the subscription'} has that "
+                    "client ID"
+                    + (f" and no identity binding on cluster {self.local_label} maps it" if judged_bindings else "")
+                )
+                fix_tail = "; widen identity_resource_groups if the identity lives elsewhere"
+            else:
+                why = f"managed identity {identity.get('name')} has no identity binding on cluster {self.local_label}"
+                fix_tail = (
+                    "; or, if its workloads still need it, bind the identity to the cluster "
+                    "(aks.workload_identity.aks_identity_binding)"
+                )
+            self.add(
+                INFO,
+                IDENTITY_BINDING_ACCESS_STALE,
+                k8s_subject("ClusterRoleBinding", None, str(grant["cluster_role_binding"])),
+                f"ClusterRoleBinding {grant['cluster_role_binding']} (ClusterRole {grant['cluster_role']}) lets "
+                f"{', '.join(grant['subjects'])} use the identity of client ID {client_id} through an identity binding, "
+                f"but {why}; the grant lets nobody get a token",
+                "Delete the grant if nothing is to use the identity here (aks.workload_identity.wid_identity_binding_access "
+                "state: absent for this collection's ClusterRole and ClusterRoleBinding, by hand for others)"
+                + fix_tail,
+            )
 
     def check_service_account_label(self, account: dict[str, t.Any], unlabelled: list[str]) -> None:
         if account["labels"].get(LABEL_USE) != LABEL_USE_VALUE:
@@ -653,19 +1026,33 @@ class _Audit:
     def run(self) -> dict[str, t.Any]:
         views = self.credential_views()
         self.check_credentials(views)
-        self.check_budget()
+        self.check_binding_credentials(views)
+        self.check_budget(views)
+        running_as: dict[tuple, list[dict[str, t.Any]]] = {}
+        for workload in sorted(self.workloads, key=lambda w: (w["namespace"], w["kind"], w["name"])):
+            running_as.setdefault((workload["namespace"], workload["service_account"]), []).append(workload)
         accounts = {
-            key: (account, self.check_service_account(account, views)) for key, account in self.service_accounts.items()
+            key: (account, self.check_service_account(account, views, running_as.get(key, [])))
+            for key, account in self.service_accounts.items()
         }
         workloads_by_account: dict[tuple, list[dict[str, t.Any]]] = {}
-        for workload in sorted(self.workloads, key=lambda w: (w["namespace"], w["kind"], w["name"])):
-            key = (workload["namespace"], workload["service_account"])
-            account = accounts.get(key, (None, None))[0]
+        for key, workloads in sorted(running_as.items()):
+            account, identity = accounts.get(key, (None, None))
             annotated = account if account is not None and account["client_id"] else None
-            labelled = self.check_workload(workload, annotated)
-            workloads_by_account.setdefault(key, []).append(
-                {"kind": workload["kind"], "name": workload["name"], "labelled": labelled}
-            )
+            for workload in workloads:
+                labelled = self.check_workload(workload, annotated)
+                self.check_workload_binding(workload, annotated, identity)
+                workloads_by_account.setdefault(key, []).append(
+                    {
+                        "kind": workload["kind"],
+                        "name": workload["name"],
+                        "labelled": labelled,
+                        "identity_binding": workload["identity_binding"],
+                    }
+                )
+            if annotated is not None:
+                self.check_binding_access(annotated, identity, workloads)
+        self.check_stale_grants()
         for pod in sorted(self.pods, key=lambda p: (p["namespace"], p["name"])):
             self.check_pod(pod, accounts.get((pod["namespace"], pod["service_account"]), (None, None))[0])
         for key, (account, _identity) in sorted(accounts.items()):
@@ -679,12 +1066,16 @@ class _Audit:
         entries = self.entries(accounts, views, workloads_by_account)
         migrations = self.check_pod_identity()
         findings = sorted(self.findings, key=lambda f: (SEVERITIES.index(f["severity"]), f["code"], f["subject"]))
+        summary = summarize(findings, entries, self.identities, self.workloads)
+        summary["identity_bindings"] = len(self.bindings)
         return {
             "map": entries,
             "identities": self.identity_views(),
             "findings": findings,
             "pod_identity_migration": migrations,
-            "summary": summarize(findings, entries, self.identities, self.workloads),
+            "identity_bindings": self.binding_views() if self.bindings_read else None,
+            "rbac_grants": self.grant_views() if self.rbac_read else None,
+            "summary": summary,
         }
 
     def entries(self, accounts: dict, views: list[dict], workloads_by_account: dict) -> list[dict[str, t.Any]]:
@@ -699,13 +1090,34 @@ class _Audit:
             target, identity = view["target"], view["identity"]
             if target is None or not self.in_scope(target[0]) or view["issuer_status"] == OTHER_CLUSTER:
                 continue
+            if view["binding_credential"]:
+                continue  # AKS's credential serves the identity's bindings, not one ServiceAccount
             key = (target[0], target[1], str(identity.get("client_id") or "").lower())
             if key not in entries:
                 account = self.service_accounts.get(target)
                 entries[key] = self._entry(target[0], target[1], account, identity, identity.get("client_id"))
             entry = entries[key]
             entry["credentials"].append(self._credential_view(view))
+        # ServiceAccounts an RBAC grant names one by one, for an audited identity: they reach it by its binding.
+        for grant in self.rbac:
+            identity = self.by_client_id.get(grant["client_id"])
+            for namespace, name in grant["scopes"] if identity is not None else []:
+                key = (namespace, name, grant["client_id"])
+                if name is not None and self.in_scope(namespace) and key not in entries:
+                    account = self.service_accounts.get((namespace, name))
+                    entries[key] = self._entry(namespace, name, account, identity, identity.get("client_id"))
         for key, entry in entries.items():
+            identity = self.by_client_id.get(key[2])
+            entry["bindings"] = [binding_view(b) for b in self.bindings_of(key[2], identity, local=True)]
+            entry["rbac_grants"] = self.rbac_grants_for(key[0], key[1], key[2])
+            own = self.has_own_credential(identity, key[0], key[1], views)
+            by_binding = bool(entry["bindings"]) and bool(entry["rbac_grants"])
+            entry["via"] = {
+                (True, True): VIA_BOTH,
+                (True, False): VIA_CREDENTIAL,
+                (False, True): VIA_BINDING,
+                (False, False): VIA_NONE,
+            }[(own, by_binding)]
             entry["credentials"].sort(key=lambda c: str(c["name"]))
             entry["workloads"] = workloads_by_account.get(key[:2], []) if entry["annotated"] else []
             entry["pods"] = sorted(
@@ -741,6 +1153,9 @@ class _Audit:
             else [],
             "workloads": [],
             "pods": [],
+            "bindings": [],
+            "rbac_grants": [],
+            "via": VIA_NONE,
         }
 
     def _credential_view(self, view: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -775,9 +1190,42 @@ class _Audit:
                         for c in sorted(credentials or [], key=lambda c: str(c.get("name")))
                     ],
                     "grants": list(self.grants.get(str(identity.get("principal_id") or "").lower(), [])),
+                    "bindings": [binding_view(b) for b in self.bindings_of(identity.get("client_id"), identity)],
+                    "rbac_grants": [
+                        {key: grant[key] for key in ("cluster_role", "cluster_role_binding", "subjects")}
+                        for grant in self.rbac
+                        if grant["client_id"] == str(identity.get("client_id") or "").lower()
+                    ],
                 }
             )
         return views
+
+    def binding_views(self) -> list[dict[str, t.Any]]:
+        """Every binding of the audited clusters, with the audited identity it maps (None: none in the scope)."""
+        views = []
+        for binding in self.bindings:
+            identity = self.by_client_id.get(str(binding.get("client_id") or "").lower())
+            views.append(
+                {
+                    **binding_view(binding),
+                    "identity_id": binding.get("identity_id"),
+                    "client_id": binding.get("client_id"),
+                    "identity": identity.get("name") if identity else None,
+                }
+            )
+        return sorted(
+            views, key=lambda v: tuple(str(v[k]).lower() for k in ("cluster_resource_group", "cluster_name", "name"))
+        )
+
+    def grant_views(self) -> list[dict[str, t.Any]]:
+        """Every grant of use-managed-identity, with the audited identity its client ID is (None: none, or ``*``)."""
+        return [
+            {
+                **{key: grant[key] for key in ("client_id", "cluster_role", "cluster_role_binding", "subjects")},
+                "identity": (self.by_client_id.get(grant["client_id"]) or {}).get("name"),
+            }
+            for grant in self.rbac
+        ]
 
 
 def _identity_ref(identity: t.Mapping[str, t.Any] | None) -> dict[str, t.Any] | None:

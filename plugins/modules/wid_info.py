@@ -14,9 +14,10 @@ description:
   - Read-only audit of workload identity on one Kubernetes cluster and the Azure side it relies on. Joins the
     OIDC issuers of the AKS clusters in O(clusters), the user-assigned managed identities and their federated
     identity credentials, the ServiceAccounts annotated with a client ID, the workloads (Deployments,
-    StatefulSets, DaemonSets, Jobs, CronJobs and bare Pods) that run as them, and the identities' Azure role
-    assignments, into the ownership map RV(map) namespace/ServiceAccount -> identity (client ID) -> credentials
-    -> role grants.
+    StatefulSets, DaemonSets, Jobs, CronJobs and bare Pods) that run as them, the clusters' AKS identity bindings
+    with the Kubernetes RBAC that lets ServiceAccounts use them, and the identities' Azure role assignments, into
+    the ownership map RV(map) namespace/ServiceAccount -> identity (client ID) -> credentials and identity
+    bindings -> role grants.
   - "Reports findings (RV(findings)), each with a stable code: a credential whose subject names no ServiceAccount
     (C(credential-orphaned)); a credential whose issuer is no known cluster's, left over from a deleted or
     re-created cluster (C(issuer-unknown)); an issuer or subject that differs from the right one only by a
@@ -28,8 +29,26 @@ description:
     the label as preview releases wanted (C(label-on-serviceaccount)); a running pod whose injected
     C(AZURE_CLIENT_ID) is no longer the ServiceAccount's (C(pod-client-id-stale)); a token expiration
     annotation outside 3600-86400 (C(token-expiration-out-of-range)); an identity close to the 20 credentials
-    Azure allows (C(credential-budget)); and aad-pod-identity leftovers (C(pod-identity-leftover)), each with
-    the workload identity set-up to create instead."
+    Azure allows (C(credential-budget)), with the advice to move its Kubernetes ServiceAccounts to an identity
+    binding; aad-pod-identity leftovers (C(pod-identity-leftover)), each with the workload identity set-up to
+    create instead; and, for AKS identity bindings, a workload opting in to the binding of an identity that has
+    none on this cluster (C(identity-binding-missing)), an annotated ServiceAccount whose workloads opt in but which
+    no RBAC grant lets use the identity (C(identity-binding-access-missing)), a grant for a client ID no audited
+    identity has or no binding of this cluster maps (C(identity-binding-access-stale)), and AKS's
+    C(aks-identity-binding) credential on an identity that no audited cluster binds
+    (C(identity-binding-credential-unbound))."
+  - "AKS identity bindings (with O(identity_bindings)): one binding maps an identity to one cluster, and AKS keeps
+    one federated credential, C(aks-identity-binding), for all the identity's bindings, trusting the binding's
+    issuer (not the cluster's). That credential is never reported as orphaned or of an unknown issuer; when no
+    binding of its identity is on an audited cluster it gets a note only, as it may serve a binding on a cluster
+    not audited. Who may use an identity through its binding is found by rule content, whoever made the RBAC:
+    any ClusterRole granting the verb C(use-managed-identity) on API group C(cid.wi.aks.azure.com) and the
+    identity's client ID as resource (or C(*)), bound by any ClusterRoleBinding to a ServiceAccount, to its user
+    name C(system:serviceaccount:<namespace>:<name>), or to the group of its namespace
+    (C(system:serviceaccounts:<namespace>)) or of all ServiceAccounts. Workloads opt in with the pod template
+    annotation C(azure.workload.identity/use-identity-binding: \"true\"); an annotated ServiceAccount all of whose
+    workloads opt in (or that reaches the identity by its binding and has no workload yet) needs no credential of
+    its own. RV(map[].via) says how each ServiceAccount reaches its identity."
   - The Kubernetes side is the cluster the connection options reach. Its issuer is read from the API server's
     discovery document (C(/.well-known/openid-configuration)); when that is not readable, or names no issuer
     the options know, the single cluster in O(clusters) is taken as this one. Credentials trusting another
@@ -39,15 +58,18 @@ description:
     identity, because Azure has no subscription-wide list of them (run four at a time); one list of the
     subscription's role assignments (with O(include_role_assignments)), filtered here by the identities'
     principal IDs, plus one list of the subscription's role definitions only when an assigned role is not one
-    of the built-in roles this collection knows by ID. Every further page of a list is one more request.
+    of the built-in roles this collection knows by ID; with O(identity_bindings), one list of identity bindings per
+    cluster in O(clusters). Every further page of a list is one more request.
     Kubernetes: one GET of the discovery document and one list per kind across all namespaces (ServiceAccounts,
     Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, Pods), plus two lists for aad-pod-identity with
-    O(pod_identity); never one per namespace, unless O(namespaces) is given and the cluster-wide list is
-    forbidden. RV(api_calls) counts them."
+    O(pod_identity) and one list each of ClusterRoles and ClusterRoleBindings with O(identity_bindings); never one
+    per namespace, unless O(namespaces) is given and the cluster-wide list is forbidden. RV(api_calls) counts
+    them."
 requirements:
   - python >= 3.10
   - azure-identity
-  - azure-mgmt-containerservice
+  - azure-mgmt-containerservice (>= 41.3.0, the first release with identity bindings, to judge them; with an older
+    one they are not judged, with a warning)
   - azure-mgmt-msi
   - azure-mgmt-authorization
   - kubernetes
@@ -134,6 +156,16 @@ options:
         CustomResourceDefinitions simply has none.
     type: bool
     default: true
+  identity_bindings:
+    description:
+      - Read the AKS identity bindings of the clusters in O(clusters) (one list per cluster) and the cluster's
+        ClusterRoles and ClusterRoleBindings (one list each), and judge them (the C(identity-binding-*) findings,
+        RV(map[].via), RV(map[].bindings), RV(map[].rbac_grants)).
+      - When they cannot be read (no right to list them, 403, or an azure-mgmt-containerservice without identity
+        bindings) the module warns and does not judge them, rather than failing.
+      - V(false) reads neither; AKS's C(aks-identity-binding) credential is then left unjudged too.
+    type: bool
+    default: true
   credential_warning_threshold:
     description:
       - An identity with at least this many federated credentials gets a C(credential-budget) warning; one with
@@ -142,13 +174,16 @@ options:
     default: 16
 notes:
   - "RBAC the connecting Kubernetes user needs: C(list) on serviceaccounts, pods, deployments, statefulsets,
-    daemonsets, jobs and cronjobs (cluster-wide, or in each of O(namespaces)), and on azureidentities and
-    azureidentitybindings with O(pod_identity). Azure: C(Reader) on the clusters, identities and subscription
-    (role assignments)."
+    daemonsets, jobs and cronjobs (cluster-wide, or in each of O(namespaces)), on azureidentities and
+    azureidentitybindings with O(pod_identity), and on clusterroles and clusterrolebindings with
+    O(identity_bindings). Azure: C(Reader) on the clusters (it covers their identity bindings), identities and
+    subscription (role assignments)."
   - Findings are sorted by severity (error, warning, info), code and subject, and nothing in the result depends
     on the time of the run, so two runs on an unchanged set-up return the same result.
 seealso:
   - module: aks.workload_identity.federated_credential
+  - module: aks.workload_identity.aks_identity_binding
+  - module: aks.workload_identity.wid_identity_binding_access
   - module: aks.workload_identity.wid_service_account
   - module: aks.workload_identity.wid_workload_patch
   - name: Service account labels and annotations (azure-workload-identity)
@@ -298,6 +333,54 @@ map:
         labelled:
           description: Whether the pod template has C(azure.workload.identity/use=true).
           type: bool
+        identity_binding:
+          description: Whether the pod template opts in to the identity binding
+            (C(azure.workload.identity/use-identity-binding=true)).
+          type: bool
+    via:
+      description:
+        - How the ServiceAccount reaches the identity on this cluster. V(federated_credential) by a credential of its
+          own (this cluster's issuer, its subject, the webhook's audience); V(identity_binding) by the identity's
+          binding to this cluster and an RBAC grant; V(both); V(none).
+        - Bindings and RBAC not read (O(identity_bindings), or not readable) count as absent here.
+      type: str
+      choices: [federated_credential, identity_binding, both, none]
+    bindings:
+      description: The identity's AKS identity bindings on this cluster (there is at most one per cluster).
+      type: list
+      elements: dict
+      contains:
+        cluster_resource_group:
+          description: Resource group of the cluster, as O(clusters) names it.
+          type: str
+        cluster_name:
+          description: Name of the cluster, as O(clusters) names it.
+          type: str
+        name:
+          description: Name of the binding.
+          type: str
+        issuer_url:
+          description: The binding's issuer, C(https://<AKS host>/<tenant>/<client ID>), which AKS's
+            C(aks-identity-binding) credential trusts.
+          type: str
+        provisioning_state:
+          description: The binding's provisioning state.
+          type: str
+    rbac_grants:
+      description: The RBAC grants that let the ServiceAccount use the identity through its binding.
+      type: list
+      elements: dict
+      contains:
+        cluster_role:
+          description: The ClusterRole whose rule grants C(use-managed-identity) on the client ID (or C(*)).
+          type: str
+        cluster_role_binding:
+          description: The ClusterRoleBinding that binds it.
+          type: str
+        subject:
+          description: How the ClusterRoleBinding names the ServiceAccount, C(ServiceAccount/<namespace>/<name>),
+            C(User/system:serviceaccount:<namespace>:<name>) or C(Group/<group>).
+          type: str
     pods:
       description: Running pods of the ServiceAccount, the client IDs injected into them, and whether any is stale.
       type: list
@@ -333,14 +416,141 @@ map:
         - kind: Deployment
           name: orders-api
           labelled: true
+          identity_binding: false
       pods: []
+      via: federated_credential
+      bindings: []
+      rbac_grants: []
 identities:
   description:
     - Every audited identity with all its federated credentials (C(credential_count) V(null) when they could
-      not be read) and role grants.
+      not be read), role grants, identity bindings and RBAC grants.
   returned: always
   type: list
   elements: dict
+  contains:
+    name:
+      description: Name of the identity.
+      type: str
+    resource_group:
+      description: Resource group of the identity.
+      type: str
+    id:
+      description: Azure resource ID of the identity.
+      type: str
+    client_id:
+      description: Client ID of the identity.
+      type: str
+    principal_id:
+      description: Object (principal) ID of the identity.
+      type: str
+    tenant_id:
+      description: Tenant of the identity.
+      type: str
+    credential_count:
+      description: How many federated credentials it has (V(null) when they could not be read).
+      type: int
+    credentials:
+      description: Its federated credentials (C(name), C(issuer), C(subject), C(audiences)), by name, AKS's
+        C(aks-identity-binding) among them.
+      type: list
+      elements: dict
+    grants:
+      description: Its role assignments, as in RV(map[].grants).
+      type: list
+      elements: dict
+    bindings:
+      description: Its AKS identity bindings on the clusters of O(clusters), each as in RV(map[].bindings).
+      type: list
+      elements: dict
+    rbac_grants:
+      description: The RBAC grants naming its client ID (wildcard rules aside).
+      type: list
+      elements: dict
+      contains:
+        cluster_role:
+          description: The ClusterRole whose rule grants C(use-managed-identity) on its client ID.
+          type: str
+        cluster_role_binding:
+          description: The ClusterRoleBinding that binds it.
+          type: str
+        subjects:
+          description: The subjects that can be ServiceAccounts, C(ServiceAccount/<namespace>/<name>),
+            C(User/<name>) or C(Group/<name>).
+          type: list
+          elements: str
+identity_bindings:
+  description:
+    - Every AKS identity binding of the clusters in O(clusters), with the audited identity it maps; V(null) when
+      not read (O(identity_bindings) off, no O(clusters), or not readable).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    cluster_resource_group:
+      description: Resource group of the cluster, as O(clusters) names it.
+      type: str
+    cluster_name:
+      description: Name of the cluster, as O(clusters) names it.
+      type: str
+    name:
+      description: Name of the binding.
+      type: str
+    issuer_url:
+      description: The binding's issuer.
+      type: str
+    provisioning_state:
+      description: The binding's provisioning state.
+      type: str
+    identity_id:
+      description: Resource ID of the identity it maps.
+      type: str
+    client_id:
+      description: Client ID of the identity it maps.
+      type: str
+    identity:
+      description: Name of the audited identity it maps, V(null) when that identity is not audited.
+      type: str
+  sample:
+    - cluster_resource_group: rg-apps
+      cluster_name: aks-prod
+      name: idorders
+      issuer_url: https://eastus.oic.prod-aks.azure.com/72f988bf-86f1-41af-91ab-2d7cd011db47/9bb715b3-e30d-4143-b4ab-e6d3603d9864
+      provisioning_state: Succeeded
+      identity_id: "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-apps/providers/\
+        Microsoft.ManagedIdentity/userAssignedIdentities/id-orders"
+      client_id: 9bb715b3-e30d-4143-b4ab-e6d3603d9864
+      identity: id-orders
+rbac_grants:
+  description:
+    - Every grant of C(use-managed-identity) on C(cid.wi.aks.azure.com) in the cluster, found by rule content, one
+      per ClusterRoleBinding and client ID, sorted by ClusterRoleBinding; V(null) when not read.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    client_id:
+      description: The client ID the rule names, lower case, or C(*) for a wildcard rule.
+      type: str
+    cluster_role:
+      description: The ClusterRole.
+      type: str
+    cluster_role_binding:
+      description: The ClusterRoleBinding.
+      type: str
+    subjects:
+      description: Its subjects that can be ServiceAccounts (others are left out; a binding with none is no grant).
+      type: list
+      elements: str
+    identity:
+      description: Name of the audited identity with that client ID, V(null) when none.
+      type: str
+  sample:
+    - client_id: 9bb715b3-e30d-4143-b4ab-e6d3603d9864
+      cluster_role: azure-wi-identity-binding-9bb715b3-e30d-4143-b4ab-e6d3603d9864
+      cluster_role_binding: azure-wi-identity-binding-9bb715b3-e30d-4143-b4ab-e6d3603d9864
+      subjects: [ServiceAccount/batch/batch-runner, Group/system:serviceaccounts:reports]
+      identity: id-orders
 clusters:
   description: The clusters of O(clusters) as read, with their issuer URL and workload identity settings.
   returned: always
@@ -374,12 +584,14 @@ findings:
       choices: [credential-orphaned, issuer-unknown, issuer-near-miss, subject-near-miss,
         annotation-unknown-client-id, annotation-no-credential, workload-label-missing, label-on-job-metadata,
         label-on-serviceaccount, pod-client-id-stale, token-expiration-out-of-range, credential-budget,
-        pod-identity-leftover]
+        pod-identity-leftover, identity-binding-credential-unbound, identity-binding-access-missing,
+        identity-binding-missing, identity-binding-access-stale]
     subject:
       description:
         - The object the finding is about, C(<Kind>/<namespace>/<name>) for Kubernetes objects,
           C(UserAssignedIdentity/<resource group>/<name>) and
-          C(FederatedIdentityCredential/<resource group>/<identity>/<name>) for Azure ones.
+          C(FederatedIdentityCredential/<resource group>/<identity>/<name>) for Azure ones;
+          C(ClusterRoleBinding/<name>) for a stale grant.
       type: str
     message:
       description: What is wrong, with the exact values.
@@ -401,7 +613,8 @@ pod_identity_migration:
   type: list
   elements: dict
 summary:
-  description: Counts of findings by severity and code, and of ServiceAccounts, identities, credentials and workloads.
+  description: Counts of findings by severity and code, and of ServiceAccounts, identities, credentials, workloads
+    and identity bindings (of the clusters in O(clusters)).
   returned: always
   type: dict
   sample:
@@ -415,6 +628,7 @@ summary:
     identities: 2
     credentials: 4
     workloads: 5
+    identity_bindings: 1
 api_calls:
   description:
     - How many requests each API operation took (a paged list counts one per page), for checking the request
@@ -428,6 +642,9 @@ api_calls:
     authorization.role_assignments.list_for_subscription: 1
     kubernetes.openid_configuration.get: 1
     kubernetes.serviceaccounts.list: 1
+    containerservice.identity_bindings.list_by_managed_cluster: 1
+    kubernetes.clusterroles.list: 1
+    kubernetes.clusterrolebindings.list: 1
 """
 
 import typing as t
@@ -458,6 +675,7 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "namespaces": {"type": "list", "elements": "str", "default": []},
     "include_role_assignments": {"type": "bool", "default": True},
     "pod_identity": {"type": "bool", "default": True},
+    "identity_bindings": {"type": "bool", "default": True},
     "credential_warning_threshold": {"type": "int", "default": DEFAULT_CREDENTIAL_WARNING_THRESHOLD},
 }
 
@@ -476,6 +694,8 @@ def main() -> None:
             **exc.to_fail_kwargs(redact=[module.params.get("secret"), module.params.get("api_key")]),
             api_calls=calls.as_dict(),
         )
+    for warning in found["warnings"]:
+        module.warn(warning)
     result = build_trust_map(found, credential_warning_threshold=module.params["credential_warning_threshold"])
     if not found["clusters"] and not found["issuer_urls"] and not found["cluster_issuer"]:
         module.warn(

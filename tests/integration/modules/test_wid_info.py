@@ -162,6 +162,9 @@ def test_request_budget_matches_the_emulator_log(lab, msi, planted):
     assert calls["authorization.role_assignments.list_for_subscription"] == 1
     assert all(calls[f"kubernetes.{kind}.list"] == 1 for kind in KUBE_LISTS)
     assert calls["kubernetes.openid_configuration.get"] == 1
+    # Identity bindings: one list per audited cluster, one list each of ClusterRoles and ClusterRoleBindings.
+    assert calls["containerservice.identity_bindings.list_by_managed_cluster"] == 1
+    assert calls["kubernetes.clusterroles.list"] == calls["kubernetes.clusterrolebindings.list"] == 1
     # The emulator saw exactly the Azure requests the module counted (tokens and cloud metadata aside).
     arm = [r for r in lab.requests(seq) if r["plane"] == "arm" and not r["path"].startswith("/metadata/")]
     azure_calls = {k: v for k, v in calls.items() if not k.startswith("kubernetes.")}

@@ -181,3 +181,129 @@ def test_filters_reject_other_input():
     with pytest.raises(AnsibleFilterError, match="wid_info"):
         filters.trust_map_markdown({"findings": []})
     assert set(filters.FilterModule().filters()) == {"trust_map_mermaid", "trust_map_markdown"}
+
+
+CLIENT_ID = "9bb715b3-e30d-4143-b4ab-e6d3603d9864"
+BINDING_ISSUER = f"https://oidc.example.test/tenant/{CLIENT_ID}"
+ANNOTATION = "azure.workload.identity/client-id"
+
+
+def result_with_binding(binding_name="idorders"):
+    """result_with() plus orders/batch using the identity through its binding (RBAC grant, opted-in Deployment)."""
+    result = result_with()
+    inventory = {
+        "clusters": result["clusters"],
+        "cluster_issuer": ISSUER,
+        "identities": [
+            {
+                "id": "/subscriptions/s/resourcegroups/rg/providers/x/id-orders",
+                "name": "id-orders",
+                "resource_group": "rg",
+                "client_id": CLIENT_ID,
+                "principal_id": "p1",
+                "credentials": [
+                    {"name": "aks-identity-binding", "issuer": BINDING_ISSUER, "subject": CLIENT_ID, "audiences": []}
+                ],
+            }
+        ],
+        "service_accounts": [
+            {"metadata": {"namespace": "orders", "name": "batch", "annotations": {ANNOTATION: CLIENT_ID}}}
+        ],
+        "workloads": [
+            {
+                "kind": "Deployment",
+                "document": {
+                    "metadata": {"namespace": "orders", "name": "batch"},
+                    "spec": {
+                        "template": {
+                            "metadata": {
+                                "labels": {"azure.workload.identity/use": "true"},
+                                "annotations": {"azure.workload.identity/use-identity-binding": "true"},
+                            },
+                            "spec": {"serviceAccountName": "batch"},
+                        }
+                    },
+                },
+            }
+        ],
+        "identity_bindings": [
+            {
+                "name": binding_name,
+                "identity_id": "/subscriptions/s/resourcegroups/rg/providers/x/id-orders",
+                "client_id": CLIENT_ID,
+                "issuer_url": BINDING_ISSUER,
+                "provisioning_state": "Succeeded",
+                "cluster_resource_group": "rg",
+                "cluster_name": "aks",
+            }
+        ],
+        "cluster_roles": [
+            {
+                "name": "mine",
+                "rules": [
+                    {
+                        "api_groups": ["cid.wi.aks.azure.com"],
+                        "resources": [CLIENT_ID],
+                        "verbs": ["use-managed-identity"],
+                    }
+                ],
+            }
+        ],
+        "cluster_role_bindings": [
+            {
+                "name": "mine",
+                "role_ref": {"kind": "ClusterRole", "name": "mine"},
+                "subjects": [{"kind": "Group", "name": "system:serviceaccounts:orders"}],
+            }
+        ],
+    }
+    bound = build_trust_map(inventory)
+    bound["clusters"] = inventory["clusters"]
+    return bound
+
+
+def test_diagram_shows_the_binding_path():
+    result = result_with_binding()
+    assert result["findings"] == []
+    text = filters.trust_map_mermaid(result)
+    labels = check_mermaid_syntax(text)
+    assert "Identity binding<br/>idorders<br/>cluster rg/aks" in labels
+    deployment = filters.node_id("Deployment/orders/batch")
+    account = filters.node_id("ServiceAccount/orders/batch")
+    identity = filters.node_id("UserAssignedIdentity/rg/id-orders")
+    binding = filters.node_id("IdentityBinding/rg/aks/idorders")
+    credential = filters.node_id("FederatedIdentityCredential/rg/id-orders/aks-identity-binding")
+    issuer = filters.node_id(f"Issuer/{BINDING_ISSUER}")
+    for edge in (
+        f'{deployment} -->|"runs as"| {account}',
+        f'{account} -->|"client ID"| {identity}',
+        f'{identity} -->|"bound"| {binding}',
+        f'{binding} -->|"issuer"| {issuer}',
+        f'{account} -->|"RBAC: may use"| {binding}',
+        f'{identity} -->|"federated"| {credential}',
+        f'{credential} -->|"trusts"| {issuer}',
+    ):
+        assert f"  {edge}\n" in text, edge
+    assert "(uses the identity binding)" in " ".join(labels)
+
+
+def test_awkward_binding_names_do_not_break_the_diagram():
+    labels = check_mermaid_syntax(filters.trust_map_mermaid(result_with_binding(AWKWARD)))
+    assert any(AWKWARD in label.split("<br/>") for label in labels)
+
+
+def test_markdown_report_shows_bindings():
+    result = result_with_binding("idorders | <b>")
+    text = filters.trust_map_markdown(result)
+    assert "and 1 identity bindings." in text
+    assert "## Identity bindings\n" in text
+    assert (
+        f"| rg/aks | idorders \\| &lt;b&gt; | id-orders ({CLIENT_ID}) | {BINDING_ISSUER} | Succeeded | "
+        "Group/system:serviceaccounts:orders (mine) |"
+    ) in text
+    row = next(line for line in text.splitlines() if line.startswith("| orders/batch"))
+    assert "| identity_binding |" in row and "RBAC: mine (Group/system:serviceaccounts:orders)" in row
+    assert "Deployment batch (identity binding)" in row
+    for block in re.findall(r"((?:^\|.*\|\n)+)", text, re.MULTILINE):
+        rows = block.strip("\n").split("\n")
+        assert len({len(re.split(r"(?<!\\)\|", r)) for r in rows}) == 1, block

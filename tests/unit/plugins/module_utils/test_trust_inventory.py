@@ -216,3 +216,111 @@ def test_each_list_entry_is_valid_and_given_once(overrides, expected):
 def test_valid_options_have_no_errors():
     assert trust_inventory.validate(audit_options()) == []
     assert trust_inventory.validate(audit_options(clusters=[], issuer_urls=[], identity_resource_groups=[])) == []
+
+
+# --- Identity bindings and their RBAC ----------------------------------------------------------------------------------
+def binding_model(cluster, name, client_id):
+    return {
+        "id": f"/subscriptions/{SUB}/resourcegroups/rg-apps/providers/Microsoft.ContainerService/managedClusters/"
+        f"{cluster}/identityBindings/{name}",
+        "name": name,
+        "properties": {
+            "managedIdentity": {"resourceId": f"/x/{name}", "clientId": client_id},
+            "oidcIssuer": {"oidcIssuerUrl": f"https://issuer/{client_id}"},
+            "provisioningState": "Succeeded",
+        },
+    }
+
+
+def forbidden(*_args):
+    from azure.core.exceptions import HttpResponseError
+
+    error = HttpResponseError(message="The client does not have authorization")
+    error.status_code = 403
+    raise error
+
+
+def bindings_azure(list_by_managed_cluster):
+    return types.SimpleNamespace(
+        containerservice=types.SimpleNamespace(
+            identity_bindings=types.SimpleNamespace(list_by_managed_cluster=list_by_managed_cluster)
+        ),
+        subscription_id=SUB,
+    )
+
+
+CLUSTERS = [{"resource_group": "RG-Apps", "name": "aks-a"}, {"resource_group": "rg-apps", "name": "aks-b"}]
+
+
+def test_identity_bindings_are_one_list_per_cluster_and_carry_their_cluster():
+    calls = trust_inventory.ApiCalls()
+    azure = bindings_azure(lambda group, cluster: Pager([binding_model(cluster, f"b{cluster[-1]}", "c1")]))
+    warnings: list[str] = []
+    found = trust_inventory.AzureReader(azure, calls).identity_bindings(CLUSTERS, warnings)
+    assert [(b["cluster_resource_group"], b["cluster_name"], b["name"], b["client_id"]) for b in found] == [
+        ("RG-Apps", "aks-a", "ba", "c1"),
+        ("rg-apps", "aks-b", "bb", "c1"),
+    ]
+    assert calls.as_dict() == {"containerservice.identity_bindings.list_by_managed_cluster": 2}
+    assert warnings == []
+
+
+@pytest.mark.parametrize(
+    "azure, expected",
+    [
+        (bindings_azure(forbidden), "authorization"),
+        (types.SimpleNamespace(containerservice=types.SimpleNamespace(), subscription_id=SUB), ">= 41.3.0"),
+    ],
+    ids=["forbidden", "old-sdk"],
+)
+def test_identity_bindings_not_readable_are_a_warning(azure, expected):
+    warnings: list[str] = []
+    found = trust_inventory.AzureReader(azure, trust_inventory.ApiCalls()).identity_bindings(CLUSTERS, warnings)
+    assert found is None
+    assert len(warnings) == 1 and expected in warnings[0] and "identity bindings were not judged" in warnings[0]
+
+
+class FakeRbac:
+    def __init__(self, forbidden_kind=None):
+        self.forbidden_kind = forbidden_kind
+
+    def _answer(self, kind, items):
+        if kind == self.forbidden_kind:
+            raise ApiException(status=403, reason="Forbidden")
+        return Raw(items)
+
+    def list_cluster_role(self, _preload_content=True, **_kwargs):
+        rule = {"apiGroups": ["cid.wi.aks.azure.com"], "resources": ["c1"], "verbs": ["use-managed-identity"]}
+        return self._answer("roles", [{"metadata": {"name": "r"}, "rules": [rule]}])
+
+    def list_cluster_role_binding(self, _preload_content=True, **_kwargs):
+        binding = {
+            "metadata": {"name": "r"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "r"},
+            "subjects": [{"kind": "ServiceAccount", "name": "x", "namespace": "a"}],
+        }
+        return self._answer("bindings", [binding])
+
+
+def rbac_reader(rbac):
+    kube = types.SimpleNamespace(rbac_v1=rbac)
+    return trust_inventory.KubeReader(kube, trust_inventory.ApiCalls(), [])
+
+
+def test_rbac_is_one_list_of_each_kind_normalised():
+    kube = rbac_reader(FakeRbac())
+    warnings: list[str] = []
+    roles, bindings = kube.identity_binding_rbac(warnings)
+    assert roles[0]["rules"] == [
+        {"api_groups": ["cid.wi.aks.azure.com"], "resources": ["c1"], "verbs": ["use-managed-identity"]}
+    ]
+    assert bindings[0]["role_ref"]["name"] == "r" and bindings[0]["subjects"][0]["namespace"] == "a"
+    assert kube.calls.as_dict() == {"kubernetes.clusterrolebindings.list": 1, "kubernetes.clusterroles.list": 1}
+    assert warnings == []
+
+
+@pytest.mark.parametrize("kind", ["roles", "bindings"])
+def test_rbac_not_listable_is_a_warning(kind):
+    warnings: list[str] = []
+    assert rbac_reader(FakeRbac(forbidden_kind=kind)).identity_binding_rbac(warnings) == (None, None)
+    assert len(warnings) == 1 and "who may use identity bindings was not judged" in warnings[0]
