@@ -35,12 +35,14 @@ from dataclasses import dataclass, field
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import (
+    Clusters,
     FederatedCredentials,
     Identities,
     IdentityBindings,
     ResourceGroups,
     RoleAssignments,
     Vaults,
+    cluster_target,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
     ClusterRoleBindings,
@@ -1361,6 +1363,40 @@ def _credentials_on_their_own(members: list[WorkloadRun]) -> None:
                 done.context["with_identity"] = False
                 done.plan = Plan(DELETE, done.plan.before, None, done.plan.warnings, "the credential exists")
                 done.result = done.plan.before  # not deleted yet
+
+
+# --- The cluster --------------------------------------------------------------------------------------------------
+class Cluster(t.NamedTuple):
+    issuer: str | None
+    exists: bool | None  # None: not read
+    note: str | None  # why there is no issuer yet, for check mode
+    view: dict[str, t.Any] | None = None  # what the modules return as cluster
+
+
+def read_cluster(azure: t.Any, params: t.Mapping[str, t.Any], *, always: bool = False, prefix: str = "") -> Cluster:
+    """The issuer from ``<prefix>issuer_url``, or from one GET of the cluster ``<prefix>cluster_resource_group`` /
+    ``<prefix>cluster_name`` (read ``always`` when named: a teardown needs to know whether it is gone)."""
+    group, name = params[f"{prefix}cluster_resource_group"], params[f"{prefix}cluster_name"]
+    issuer_url = params[f"{prefix}issuer_url"]
+    if issuer_url and not (always and name):
+        return Cluster(issuer_url, None, None)
+    if not name:
+        return Cluster(
+            None,
+            None,
+            f"neither {prefix}issuer_url nor the cluster ({prefix}cluster_resource_group, {prefix}cluster_name) is set",
+        )
+    cluster = Clusters(azure).get(group, name)
+    target = cluster_target(group, name)
+    if cluster is None:
+        return Cluster(issuer_url, False, f"the {target} does not exist", {"exists": False})
+    keys = ("name", "resource_group", "issuer_url", "oidc_issuer_enabled", "workload_identity_enabled")
+    view = {"exists": True, **{key: cluster[key] for key in keys}}
+    if issuer_url:
+        return Cluster(issuer_url, True, None, view)
+    if not cluster["oidc_issuer_enabled"] or not cluster["issuer_url"]:
+        return Cluster(None, True, f"the OIDC issuer of the {target} is not enabled", view)
+    return Cluster(cluster["issuer_url"], True, None, view)
 
 
 # --- Reports ----------------------------------------------------------------------------------------------------

@@ -460,7 +460,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.aks.workload_identity.plugins.module_utils import fleet
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import AZURE_AUTH_ARGSPEC, AzureModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import Clusters, cluster_target
 from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8S_AUTH_ARGSPEC, K8sModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import keyvault_access, role_assignment
@@ -525,34 +524,6 @@ def check_options(params: dict[str, t.Any]) -> list[str]:
     return errors
 
 
-class Cluster(t.NamedTuple):
-    issuer: str | None
-    exists: bool | None  # None: not read
-    note: str | None  # why there is no issuer yet, for check mode
-    view: dict[str, t.Any] | None = None  # what the module returns as cluster
-
-
-def read_cluster(azure: AzureModule, params: dict[str, t.Any], *, always: bool = False) -> Cluster:
-    """The issuer from the option, or from one GET of the cluster (read ``always`` when named: a teardown needs
-    to know whether it is gone)."""
-    group, name = params["cluster_resource_group"], params["cluster_name"]
-    if params["issuer_url"] and not (always and name):
-        return Cluster(params["issuer_url"], None, None)
-    if not name:
-        return Cluster(None, None, "neither issuer_url nor the cluster (cluster_resource_group, cluster_name) is set")
-    cluster = Clusters(azure).get(group, name)
-    target = cluster_target(group, name)
-    if cluster is None:
-        return Cluster(params["issuer_url"], False, f"the {target} does not exist", {"exists": False})
-    keys = ("name", "resource_group", "issuer_url", "oidc_issuer_enabled", "workload_identity_enabled")
-    view = {"exists": True, **{key: cluster[key] for key in keys}}
-    if params["issuer_url"]:
-        return Cluster(params["issuer_url"], True, None, view)
-    if not cluster["oidc_issuer_enabled"] or not cluster["issuer_url"]:
-        return Cluster(None, True, f"the OIDC issuer of the {target} is not enabled", view)
-    return Cluster(cluster["issuer_url"], True, None, view)
-
-
 def converge(module: AnsibleModule, engine: fleet.Fleet, params: dict[str, t.Any]) -> dict[str, t.Any]:
     items, errors = parse_items(params["items"], default_location=params["default_location"])
     tenant_id = params["tenant_id"] or None
@@ -567,7 +538,7 @@ def converge(module: AnsibleModule, engine: fleet.Fleet, params: dict[str, t.Any
     if errors:
         raise WorkloadIdentityError(f"Invalid items: {'; '.join(errors)}", code="InvalidParameter")
     engine.prepare(workloads=any(item.patch_workloads for item in items))
-    cluster = read_cluster(engine.azure, params)
+    cluster = fleet.read_cluster(engine.azure, params)
     if cluster.issuer is None and not module.check_mode:
         raise WorkloadIdentityError(
             f"issuer_url: no issuer to federate with: {cluster.note} (enable it with aks.workload_identity.aks_oidc, "
@@ -594,7 +565,7 @@ def take_down(module: AnsibleModule, engine: fleet.Fleet, params: dict[str, t.An
         raise WorkloadIdentityError(f"Invalid items: {'; '.join(errors)}", code="InvalidParameter")
     leaving = {(item.namespace, item.service_account) for item in items}
     staying = [item for item in keep if (item.namespace, item.service_account) not in leaving]
-    cluster = read_cluster(engine.azure, params, always=True)
+    cluster = fleet.read_cluster(engine.azure, params, always=True)
     kubernetes = cluster.exists is not False
     engine.prepare(kubernetes=kubernetes, workloads=any(item.patch_workloads for item in items))
     runs, identities = engine.take_down(
