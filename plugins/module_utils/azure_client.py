@@ -11,10 +11,14 @@ WorkloadIdentityError`` in ``main()`` that ends in ``azure.fail(exc)``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import ssl
+import tempfile
+import threading
 import traceback
 import typing as t
 from urllib.error import HTTPError, URLError
@@ -31,9 +35,19 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.errors impor
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways import ApiCalls
 from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.pacing import Pacer
-from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import is_uuid
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    ENV_KUBERNETES_CA_FILE,
+    ENV_KUBERNETES_SNI_NAME,
+    ENV_KUBERNETES_TOKEN_PROXY,
+    is_uuid,
+)
 
 IMPORT_ERRORS: dict[str, str] = {}  # pip package name -> traceback of the failed import
+
+try:
+    from azure.identity import __version__ as AZURE_IDENTITY_VERSION
+except ImportError:
+    AZURE_IDENTITY_VERSION = None
 
 try:
     from azure.core.exceptions import (
@@ -386,6 +400,126 @@ def assertion_credential(
     """A credential that exchanges ``assertion`` (a ServiceAccount token) for the identity ``client_id``'s Entra
     tokens, as the workload's own SDK does, with the module's cloud and CA settings."""
     return ClientAssertionCredential(tenant_id, client_id, lambda: assertion, **credential_kwargs(cloud, params))
+
+
+# --- The AKS token proxy of identity bindings (azure-behaviour §10) ---------------------------------------------
+# azure-identity 1.27.0 is the first stable release with WorkloadIdentityCredential(enable_azure_proxy=True); older
+# ones do not know the keyword and would send the token to Entra ID directly, which proves nothing about the proxy.
+TOKEN_PROXY_AZURE_IDENTITY = (1, 27, 0)
+ENV_KUBERNETES_CA_DATA = "AZURE_KUBERNETES_CA_DATA"
+TOKEN_PROXY_ENVIRONMENT = (
+    ENV_KUBERNETES_TOKEN_PROXY,
+    ENV_KUBERNETES_SNI_NAME,
+    ENV_KUBERNETES_CA_FILE,
+    ENV_KUBERNETES_CA_DATA,
+)
+# The proxy is in-cluster on AKS (upstream's e2e: https://kubernetes.default.svc): from elsewhere a connection
+# should fail in seconds, not after azure-core's 300 s connection timeout retried three times.
+TOKEN_PROXY_CONNECTION_TIMEOUT = 10
+TOKEN_PROXY_CONNECTION_RETRIES = 1
+# WorkloadIdentityCredential reads the proxy settings from os.environ, once, in its constructor: one construction
+# at a time, so that threads proving several workloads never see each other's settings.
+_PROXY_ENVIRONMENT_LOCK = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenProxy:
+    """What the webhook injects into a pod that uses an identity binding: the proxy's URL
+    (AZURE_KUBERNETES_TOKEN_PROXY), the TLS server name (AZURE_KUBERNETES_SNI_NAME) and the CA, either as the content
+    of the file AZURE_KUBERNETES_CA_FILE names (the projected ConfigMap's key) or as AZURE_KUBERNETES_CA_DATA."""
+
+    endpoint: str
+    sni_name: str | None = None
+    ca_file_content: str | None = None
+    ca_data: str | None = None
+
+
+def token_proxy_unsupported(version: str | None = AZURE_IDENTITY_VERSION) -> str | None:
+    """Why the installed azure-identity cannot send a token request through the AKS token proxy, or None."""
+    found = re.match(r"^(\d+)\.(\d+)\.(\d+)(.*)$", version or "")
+    if found:
+        numbers = tuple(int(part) for part in found.groups()[:3])
+        # A pre-release of the minimum (1.27.0b1) comes before it.
+        if numbers > TOKEN_PROXY_AZURE_IDENTITY or (numbers == TOKEN_PROXY_AZURE_IDENTITY and not found.group(4)):
+            return None
+    wanted = ".".join(str(n) for n in TOKEN_PROXY_AZURE_IDENTITY)
+    return (
+        f"the exchange through the AKS token proxy needs azure-identity >= {wanted} "
+        f"(WorkloadIdentityCredential(enable_azure_proxy=True)) on the host that runs the module; it has "
+        f"{version or 'none'}"
+    )
+
+
+@contextlib.contextmanager
+def _proxy_environment(values: t.Mapping[str, str]) -> t.Iterator[None]:
+    """``values`` as the only token proxy settings in os.environ for the duration, under the lock."""
+    with _PROXY_ENVIRONMENT_LOCK:
+        saved = {name: os.environ.get(name) for name in TOKEN_PROXY_ENVIRONMENT}
+        try:
+            for name in TOKEN_PROXY_ENVIRONMENT:
+                os.environ.pop(name, None)
+            os.environ.update(values)
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _private_file(folder: str, name: str, content: str) -> str:
+    path = os.path.join(folder, name)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    return path
+
+
+@contextlib.contextmanager
+def proxy_credential(
+    cloud: AzureCloud,
+    params: t.Mapping[str, t.Any],
+    tenant_id: str,
+    client_id: str,
+    assertion: str,
+    proxy: TokenProxy,
+) -> t.Iterator[t.Any]:
+    """The credential a pod using an identity binding builds: azure-identity's own
+    ``WorkloadIdentityCredential(enable_azure_proxy=True)``, given the settings the webhook injected, as the kubelet
+    would give them to the pod - the token and the CA in files (in a private temporary folder, removed on exit) and
+    the proxy variables in the environment while the credential reads them.
+
+    Its token requests go to the proxy, over TLS with the SNI name and trusting the injected CA alone (not the
+    module's ca_bundle). Raises ValueError as azure-identity does for settings a pod would be refused with too (both
+    a CA file and CA data, a proxy URL that is not https). The assertion is never logged or returned."""
+    kwargs = {k: v for k, v in credential_kwargs(cloud, params).items() if k != "connection_verify"}
+    with tempfile.TemporaryDirectory(prefix="wid-verify-") as folder:
+        environment = {ENV_KUBERNETES_TOKEN_PROXY: proxy.endpoint}
+        if proxy.sni_name:
+            environment[ENV_KUBERNETES_SNI_NAME] = proxy.sni_name
+        if proxy.ca_file_content is not None:
+            environment[ENV_KUBERNETES_CA_FILE] = _private_file(folder, "ca.crt", proxy.ca_file_content)
+        if proxy.ca_data:
+            environment[ENV_KUBERNETES_CA_DATA] = proxy.ca_data
+        token_file = _private_file(folder, "token", assertion)
+        with _proxy_environment(environment):
+            try:
+                credential = WorkloadIdentityCredential(
+                    tenant_id=tenant_id,
+                    client_id=client_id,
+                    token_file_path=token_file,
+                    enable_azure_proxy=True,
+                    connection_timeout=TOKEN_PROXY_CONNECTION_TIMEOUT,
+                    retry_connect=TOKEN_PROXY_CONNECTION_RETRIES,
+                    **kwargs,
+                )
+            except ssl.SSLError as exc:  # the transport loads the CA in the constructor
+                raise ValueError(f"the injected CA is not a usable PEM certificate: {exc}") from None
+        try:
+            yield credential
+        finally:
+            credential.close()
 
 
 def transport_kwargs(params: t.Mapping[str, t.Any]) -> dict[str, t.Any]:

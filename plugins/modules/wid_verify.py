@@ -32,18 +32,43 @@ description:
     the webhook injected C(AZURE_CLIENT_ID), C(AZURE_TENANT_ID), C(AZURE_FEDERATED_TOKEN_FILE),
     C(AZURE_AUTHORITY_HOST) and the projected token volume. Skipped, with the reason, when nothing was injected
     and no C(MutatingWebhookConfiguration) holds the webhook C(mutation.azure-workload-identity.io)."
+  - "With O(federation=identity_binding) the workload uses an AKS identity binding instead of a federated
+    credential of its own (the cluster O(cluster_resource_group)/O(cluster_name) is then required), and the chain is
+    walked as a pod annotated C(azure.workload.identity/use-identity-binding: \"true\") walks it.
+    C(serviceaccount) also asks the API server (a SubjectAccessReview, a question that stores nothing, so also in
+    check mode) whether Kubernetes RBAC lets the ServiceAccount C(use-managed-identity) the identity's client ID
+    (API group C(cid.wi.aks.azure.com)), and on a denial reads the ClusterRole and ClusterRoleBinding
+    C(azure-wi-identity-binding-<client ID>) to say what is missing. C(cluster) lists the cluster's identity
+    bindings (one request) and finds the identity's, which must be C(Succeeded). C(credential) checks that the
+    identity holds AKS's federated credential C(aks-identity-binding) with the binding's issuer; no credential of the
+    workload's own is needed or looked for. C(webhook) runs before the token: the dry-run pod also carries the
+    annotation, and the webhook must inject C(AZURE_KUBERNETES_TOKEN_PROXY), C(AZURE_KUBERNETES_SNI_NAME),
+    C(AZURE_KUBERNETES_CA_FILE) and a projected token for a custom audience (a webhook older than v1.6.0, or one
+    not configured for identity bindings, injects only the usual settings: that fails the step, naming it); the CA
+    file's source, the ConfigMap (C(kube-root-ca.crt)) in O(namespace), is read (one GET), and a missing one fails
+    the step, as the pods could not start. C(token) requests the token for the audience found in the dry run.
+    C(exchange) goes through the AKS token proxy with azure-identity's own
+    C(WorkloadIdentityCredential(enable_azure_proxy=True)) (azure-identity 1.27.0 or later), given the injected
+    proxy URL, SNI name and the ConfigMap's CA as the pod gets them. On AKS the proxy is served inside the cluster
+    and usually cannot be reached from the host running Ansible: then C(exchange) and C(access) are V(skipped) with
+    that reason, and only a pod can prove them."
+  - "What binding mode does not prove: that the proxy AKS runs accepts the token (when it cannot be reached), and
+    the subject and audience of C(aks-identity-binding), which AKS does not document (only its issuer is compared)."
   - A failure is diagnosed before anything is retried. Only what can be propagation is retried, for at most
     O(propagation_timeout) seconds with backoff, each retry adding a line to RV(progress) - Entra ID refusing a
     token (AADSTS70021, AADSTS700211, AADSTS700213) although Azure Resource Manager already holds a federated
     credential matching it exactly (new credentials take minutes to reach Entra ID), and Key Vault C(403
     ForbiddenByRbac) or ARM C(403 AuthorizationFailed) when a role assignment that allows the read exists or
-    cannot be checked (role assignments take minutes to take effect). A definite mismatch fails at once.
+    cannot be checked (role assignments take minutes to take effect). A definite mismatch fails at once. In
+    identity binding mode, the same AADSTS codes coming back through the token proxy are retried when
+    C(aks-identity-binding) already trusts the binding's issuer (AKS has just created it).
   - The module never changes anything (C(changed) is always V(false)).
 requirements:
   - python >= 3.10
-  - azure-identity >= 1.19.0
+  - azure-identity >= 1.19.0 (>= 1.27.0 for the exchange through the AKS token proxy with
+    O(federation=identity_binding); an older one skips that exchange, saying so)
   - azure-mgmt-msi >= 7.0.0
-  - azure-mgmt-containerservice >= 34.0.0 (only with O(cluster_name))
+  - azure-mgmt-containerservice >= 34.0.0 (only with O(cluster_name); >= 41.3.0 with O(federation=identity_binding))
   - azure-mgmt-authorization >= 4.0.0 (to tell a missing role assignment from one still propagating)
   - azure-mgmt-resource >= 23.0.0 (only with O(arm_resource_id))
   - azure-keyvault-secrets >= 4.8.0 (only with O(keyvault))
@@ -59,7 +84,9 @@ attributes:
       - The module never writes. In check mode it does not request a ServiceAccount token either (a TokenRequest
         is a create in the API server's audit log), so C(token), C(exchange) and C(access) are skipped with the
         reason V(check mode); the credential comparison uses the issuer of the cluster or O(issuer_url) and the
-        ServiceAccount's subject. The webhook dry run does run (it is a C(dryRun=All) request).
+        ServiceAccount's subject. The webhook dry run does run (it is a C(dryRun=All) request). With
+        O(federation=identity_binding) the SubjectAccessReview, the bindings list and the CA ConfigMap's read run
+        too (none of them stores anything).
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode).
     support: none
@@ -128,13 +155,26 @@ options:
       - Name of the AKS cluster to read the OIDC issuer URL from (one GET). The token's issuer must equal it.
       - 1-63 letters, digits, C(-) or C(_), starting and ending with a letter or digit.
     type: str
+  federation:
+    description:
+      - How the identity trusts the ServiceAccount's tokens.
+      - V(federated_credential) - a federated credential of the identity trusts the cluster's issuer and the
+        ServiceAccount's subject; the token is exchanged at Entra ID directly.
+      - V(identity_binding) - the identity is bound to the cluster (an AKS identity binding, named by
+        O(cluster_resource_group) and O(cluster_name), which are then required), Kubernetes RBAC lets the
+        ServiceAccount use it, and the token is exchanged through the AKS token proxy the webhook points pods to
+        (see the description). O(audience) and O(issuer_url) do not apply.
+    type: str
+    choices: [federated_credential, identity_binding]
+    default: federated_credential
   audience:
     description:
-      - Audience of the ServiceAccount token, which the federated credential must trust. The webhook requests
-        V(api://AzureADTokenExchange).
+      - Audience of the ServiceAccount token, which the federated credential must trust. Defaults to
+        V(api://AzureADTokenExchange), the audience the webhook requests.
       - At most 600 characters, without wildcards, as in a federated credential.
+      - Refused with O(federation=identity_binding), whose token audience is the one the webhook injects for
+        identity bindings, read from its dry run.
     type: str
-    default: api://AzureADTokenExchange
   token_expiration:
     description:
       - Lifetime in seconds of the ServiceAccount token requested, 600 to 4294967296 (2^32) as the API server
@@ -192,6 +232,8 @@ options:
   webhook_dry_run:
     description:
       - Check the webhook's pod mutation with a server-side dry run of a pod create.
+      - With O(federation=identity_binding) the token audience and the proxy's settings come from this dry run, and
+        V(false) skips the C(token), C(exchange) and C(access) steps.
     type: bool
     default: true
   fail_on_error:
@@ -205,17 +247,24 @@ notes:
     C(serviceaccounts/token) (not in check mode); C(create) on C(pods) for the webhook dry run (a dry run stores
     nothing; when forbidden the step is skipped); optionally C(list) on C(mutatingwebhookconfigurations)
     (cluster-wide, group C(admissionregistration.k8s.io)) to tell a missing webhook from one that did not mutate
-    the pod."
+    the pod. With O(federation=identity_binding) also C(create) on C(subjectaccessreviews) (group
+    C(authorization.k8s.io)), C(get) on C(configmaps) in O(namespace), and C(get) on C(clusterroles) and
+    C(clusterrolebindings) (when a review is denied); a refused read skips what it would check, with the reason."
   - "Azure permissions of the identity the module authenticates as: read the managed identity and its federated
     identity credentials (C(Microsoft.ManagedIdentity/userAssignedIdentities/read),
     C(.../federatedIdentityCredentials/read)); without O(identity_name), list the subscription's user-assigned
     identities; with O(cluster_name), read the cluster (C(Microsoft.ContainerService/managedClusters/read)); to
     tell a missing role assignment from one still propagating, read role assignments and role definitions
-    (C(Microsoft.Authorization/roleAssignments/read), C(.../roleDefinitions/read)). The C(Reader) role on the
+    (C(Microsoft.Authorization/roleAssignments/read), C(.../roleDefinitions/read)); with
+    O(federation=identity_binding), list the cluster's identity bindings
+    (C(Microsoft.ContainerService/managedClusters/identityBindings/read)). The C(Reader) role on the
     resource groups involved is enough. The secret or resource read itself uses the workload identity's token."
   - The ServiceAccount token is requested for the ServiceAccount under test, so it is as powerful as that
     workload's own token for its lifetime (O(token_expiration)); it is kept in memory only and never returned.
 seealso:
+  - module: aks.workload_identity.workloads_verify
+  - module: aks.workload_identity.aks_identity_binding
+  - module: aks.workload_identity.wid_identity_binding_access
   - module: aks.workload_identity.aks_oidc
   - module: aks.workload_identity.managed_identity
   - module: aks.workload_identity.federated_credential
@@ -273,6 +322,20 @@ EXAMPLES = r"""
     cluster_name: aks-prod
   check_mode: true
 
+- name: Verify a workload that uses the identity's AKS identity binding (through the AKS token proxy)
+  aks.workload_identity.wid_verify:
+    namespace: orders
+    service_account: orders-api
+    federation: identity_binding
+    cluster_resource_group: rg-aks
+    cluster_name: aks-prod
+    identity_resource_group: rg-apps
+    identity_name: id-orders
+    keyvault: kv-orders
+    secret_name: db-password
+  register: bound
+  # From outside the cluster the proxy is usually out of reach: exchange and access are then skipped, with the reason
+
 - name: Read the secret's value too; the registered result holds it, so hide the task's output
   aks.workload_identity.wid_verify:
     namespace: orders
@@ -290,6 +353,30 @@ passed:
   returned: always
   type: bool
   sample: false
+federation:
+  description: How the workload's identity trusts its tokens, O(federation).
+  returned: always
+  type: str
+  choices: [federated_credential, identity_binding]
+  sample: identity_binding
+binding:
+  description:
+    - The identity's binding on the cluster, as found in the cluster's list (O(federation=identity_binding)); V(null)
+      in the other mode or when there is none.
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Name of the identity binding.
+      type: str
+    issuer_url:
+      description: The binding's OIDC issuer, which C(aks-identity-binding) must trust.
+      type: str
+    provisioning_state:
+      description: Its provisioning state; only V(Succeeded) is usable.
+      type: str
+  sample: {"name": "idorders", "issuer_url": "https://ib.oic.prod-aks.azure.com/<tenant>/<client id>",
+    "provisioning_state": "Succeeded"}
 failed_step:
   description: The first step that failed, in the order of RV(steps); V(null) when all passed.
   returned: always
@@ -311,8 +398,11 @@ error_code:
   description:
     - The raw code behind the failure, such as V(AADSTS700211), V(ForbiddenByRbac), V(AuthorizationFailed),
       V(AccessDenied), V(NotFound); or the collection's own when no service sent one (V(MissingAnnotation),
-      V(OIDCIssuerNotEnabled), V(ClientIdMismatch), V(IssuerMismatch)); in check mode, the AADSTS code Entra ID
-      would answer a credential mismatch with. V(null) when all passed.
+      V(OIDCIssuerNotEnabled), V(ClientIdMismatch), V(IssuerMismatch); with O(federation=identity_binding)
+      V(IdentityBindingNotFound), V(IdentityBindingNotReady), V(IdentityBindingAccessDenied),
+      V(WebhookNotConfiguredForIdentityBinding), V(ConfigMapNotFound), V(TokenProxyTLSFailed),
+      V(TokenProxyRefused)); in check mode, the AADSTS code Entra ID would answer a credential mismatch with.
+      V(null) when all passed.
   returned: always
   type: str
   sample: AADSTS700211
@@ -358,13 +448,18 @@ expected:
   type: dict
   contains:
     issuer:
-      description: The cluster's issuer, O(issuer_url), or the token's C(iss); V(null) when unknown.
+      description:
+        - The cluster's issuer, O(issuer_url), or the token's C(iss); V(null) when unknown. With
+          O(federation=identity_binding), the token's C(iss) (the AKS token proxy checks it; Entra ID sees the
+          binding's issuer instead).
       type: str
     subject:
       description: The ServiceAccount's subject.
       type: str
     audience:
-      description: O(audience).
+      description:
+        - O(audience); with O(federation=identity_binding) the custom audience from the webhook's dry run (V(null)
+          until it is known).
       type: str
     client_id:
       description: The identity's client ID.
@@ -403,12 +498,27 @@ webhook:
       description: Why it failed or was skipped, or what it found.
       type: str
     injected_env:
-      description: Names of the C(AZURE_*) variables the webhook injected into the pod's container.
+      description:
+        - Names of the C(AZURE_*) variables the webhook injected into the pod's container (with
+          O(federation=identity_binding) also C(AZURE_KUBERNETES_TOKEN_PROXY), C(AZURE_KUBERNETES_SNI_NAME),
+          C(AZURE_KUBERNETES_CA_FILE) and, when given, C(AZURE_KUBERNETES_CA_DATA)).
       type: list
       elements: str
     token_volume:
-      description: Whether the pod got a projected ServiceAccount token volume with O(audience).
+      description:
+        - Whether the pod got a projected ServiceAccount token volume with O(audience) (with
+          O(federation=identity_binding), with any audience).
       type: bool
+    token_audience:
+      description:
+        - The audience of the projected token the webhook added; with O(federation=identity_binding) the custom
+          audience the C(token) step then requests (V(api://AKSIdentityBinding) on AKS, as far as public sources
+          tell). V(null) when there is none.
+      type: str
+    token_proxy:
+      description:
+        - The C(AZURE_KUBERNETES_TOKEN_PROXY) the webhook injected (O(federation=identity_binding)), or V(null).
+      type: str
 access:
   description: The access proven with the identity's token.
   returned: always
@@ -455,7 +565,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.chain_verifi
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8S_AUTH_ARGSPEC, K8sModule
-from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import DEFAULT_AUDIENCE
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import FEDERATIONS
 
 ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "namespace": {"type": "str", "required": True},
@@ -467,7 +577,8 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "issuer_url": {"type": "str"},
     "cluster_resource_group": {"type": "str"},
     "cluster_name": {"type": "str"},
-    "audience": {"type": "str", "default": DEFAULT_AUDIENCE},
+    "federation": {"type": "str", "choices": list(FEDERATIONS), "default": FEDERATIONS[0]},
+    "audience": {"type": "str"},
     "token_expiration": {"type": "int", "default": MIN_TOKEN_REQUEST_SECONDS, "no_log": False},
     "scope": {"type": "str"},
     "keyvault": {"type": "str", "no_log": False},  # a vault name or URL
@@ -487,6 +598,8 @@ MODULE_KWARGS: dict[str, t.Any] = {
         ("keyvault", "secret_name"),
     ],
     "mutually_exclusive": [("issuer_url", "cluster_name"), ("keyvault", "arm_resource_id")],
+    # The identity binding is a child of the cluster: the cluster must be named.
+    "required_if": [("federation", FEDERATIONS[1], ("cluster_resource_group", "cluster_name"))],
 }
 
 

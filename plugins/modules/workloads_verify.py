@@ -20,6 +20,28 @@ description:
     trailing slash, a subject only by letter case, are named as such); every grant is assigned. Read in lists: one
     of the identities per resource group, one of the credentials per identity, one of the role assignments per
     grant scope, one of the ServiceAccounts per namespace, and the cluster once."
+  - "Items with C(federation: identity_binding) use the identity's AKS identity binding on the cluster
+    (O(cluster_resource_group) and O(cluster_name) are then required, and refused before any request when missing)
+    instead of a federated credential of their own, whose absence is therefore no problem. Their agreement: the
+    identity has a binding on the cluster (one list of the cluster's bindings serves every item), named as the
+    item's C(identity_binding_name) when it gives one, in state C(Succeeded); the identity holds AKS's federated
+    credential C(aks-identity-binding) with the binding's issuer (its subject and audience are AKS's own, not public,
+    and not compared); the ServiceAccount is annotated with the identity's client ID; Kubernetes RBAC lets the
+    ServiceAccount C(use-managed-identity) the client ID (group C(cid.wi.aks.azure.com)), asked as one
+    SubjectAccessReview per item - a question the API server stores nowhere, so also asked in check mode - and, when
+    denied, the ClusterRole and ClusterRoleBinding C(azure-wi-identity-binding-<client ID>) read (two GETs per
+    identity) to name what is missing; grants as for the other items."
+  - "Their proof, as M(aks.workload_identity.wid_verify) with C(federation=identity_binding):
+    the webhook's dry run of a pod labelled and annotated C(azure.workload.identity/use-identity-binding: \"true\")
+    must show the token proxy's settings (C(AZURE_KUBERNETES_TOKEN_PROXY), C(AZURE_KUBERNETES_SNI_NAME),
+    C(AZURE_KUBERNETES_CA_FILE)) and a projected token with a custom audience - a webhook older than v1.6.0, or not
+    configured for identity bindings, injects only the usual settings, and that is the finding; the CA ConfigMap it
+    projects (C(kube-root-ca.crt)) is read in the namespace (one GET; missing, the pods could not start); a
+    TokenRequest for the audience found; the exchange through the proxy with azure-identity's own
+    C(WorkloadIdentityCredential(enable_azure_proxy=True)) given those settings; the read of the secret or resource.
+    On AKS the proxy is served inside the cluster: when it cannot be reached from the host running the module, the
+    exchange and the read are V(skipped) with that reason, not failed, and only a pod can prove them (the docs'
+    verification pod does not use identity bindings, so C(pod_proof_ready) is V(false) for these items)."
   - "Proof (O(prove)), as M(aks.workload_identity.wid_verify) does it for one workload and from the same snapshot:
     one TokenRequest token per ServiceAccount, its claims compared with the credentials, the exchange at Microsoft
     Entra ID through azure-identity, the read of O(secret_name) in O(keyvault) or of O(arm_resource_id) with the
@@ -28,10 +50,10 @@ description:
     and the service's error code. No token and no secret value is ever returned."
   - Writes nothing to Azure; in Kubernetes only TokenRequests (not in check mode) and server-side dry runs.
 requirements:
-  - azure-identity >= 1.19.0
+  - azure-identity >= 1.19.0 (>= 1.27.0 for the exchange through the AKS token proxy of identity bindings)
   - azure-mgmt-msi >= 7.0.0
   - azure-mgmt-authorization >= 4.0.0
-  - azure-mgmt-containerservice >= 34.0.0
+  - azure-mgmt-containerservice >= 34.0.0 (>= 41.3.0 for items using an identity binding)
   - azure-keyvault-secrets >= 4.8.0 (for O(keyvault))
   - kubernetes >= 29.0.0
 extends_documentation_fragment:
@@ -40,7 +62,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: The same reads and comparisons; no token is requested (a TokenRequest is a write), so no exchange.
+    description:
+      - The same reads and comparisons; no token is requested (a TokenRequest is a write), so no exchange. The
+        SubjectAccessReviews of items using an identity binding and the webhook's dry runs are asked too (neither
+        stores anything).
   diff_mode:
     support: none
     description: Writes nothing, so there is nothing to diff.
@@ -54,6 +79,9 @@ options:
         (with C(identity_name) and C(identity_resource_group), and the C(client_id) and C(issuer) they were set up
         with, which are then compared too). C(name), C(namespace), C(service_account) and the identity are needed;
         C(credential_name) checks the credential by name, C(grants) the role assignments.
+      - C(federation) (V(federated_credential) by default, or V(identity_binding)) says how the identity trusts the
+        ServiceAccount's tokens; C(identity_binding_name) checks the binding's name. Items using a binding need
+        O(cluster_name).
     type: list
     elements: dict
     required: true
@@ -64,10 +92,12 @@ options:
         cluster's are known and differ, that is a problem of its own (RV(cluster_problems)).
     type: str
   cluster_resource_group:
-    description: Resource group of the AKS cluster to read (its issuer, OIDC issuer and workload identity settings).
+    description:
+      - Resource group of the AKS cluster to read (its issuer, OIDC issuer and workload identity settings, and the
+        identity bindings items with C(federation=identity_binding) use).
     type: str
   cluster_name:
-    description: Name of the AKS cluster to read.
+    description: Name of the AKS cluster to read; required when an item uses an identity binding.
     type: str
   prove:
     description:
@@ -121,6 +151,20 @@ EXAMPLES = r"""
     secret_name: app-secret
   register: proof
 
+- name: Prove workloads that share one identity through its AKS identity binding
+  aks.workload_identity.workloads_verify:
+    items:
+      - name: orders-api
+        namespace: orders
+        service_account: orders-api
+        identity: {name: id-orders, resource_group: rg-apps}
+        federation: identity_binding
+    cluster_resource_group: rg-aks
+    cluster_name: aks-prod
+    keyvault: kv-orders
+    secret_name: app-secret
+  register: bound_proof
+
 - name: Only check that the chains agree (no token), in check mode
   aks.workload_identity.workloads_verify:
     items: "{{ workload_items }}"
@@ -161,13 +205,29 @@ workloads:
       description: The issuer the credential must trust.
       type: str
     credential_name:
-      description: The credential that agrees ("" when none does).
+      description: The credential that agrees ("" when none does, and for an item using an identity binding).
       type: str
+    federation:
+      description: How the identity trusts the ServiceAccount's tokens.
+      type: str
+      choices: [federated_credential, identity_binding]
+    identity_binding_name:
+      description:
+        - The identity's binding on the cluster as found (else the name the item gives or the default one), for an
+          item using an identity binding.
+      type: str
+      returned: for items with C(federation=identity_binding)
+    binding_issuer_url:
+      description: The issuer of that binding ("" when there is none), which C(aks-identity-binding) must trust.
+      type: str
+      returned: for items with C(federation=identity_binding)
     proof:
       description:
         - V(passed), V(failed), V(skipped) or V(error) in C(status); for a proof that ran, C(failed_step), C(cause),
           C(fix), C(error_code), C(steps), C(webhook), C(access) (never a secret value), C(attempts) and
-          C(progress), as M(aks.workload_identity.wid_verify) returns them.
+          C(progress), as M(aks.workload_identity.wid_verify) returns them; C(binding) for an item using an
+          identity binding. An exchange through the AKS token proxy that this host cannot reach is a V(skipped)
+          step with the reason, and the proof's C(status) is then still V(passed).
       type: dict
     passed:
       description: No problem was found.
@@ -198,7 +258,11 @@ passed:
   returned: always
   type: bool
 api_calls:
-  description: Azure Resource Manager and Kubernetes requests of the snapshot, by operation.
+  description:
+    - Azure Resource Manager and Kubernetes requests of the snapshot and the proofs, by operation (the proofs'
+      TokenRequests and dry runs are not counted). Items using an identity binding add one list of the cluster's
+      bindings for all, one SubjectAccessReview each (C(kubernetes.subjectaccessreviews.create)), two RBAC GETs per
+      identity a review denied, and in the proof one C(kubernetes.configmaps.get) each.
   returned: always
   type: dict
 """
@@ -216,10 +280,14 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.chain_verifi
     validate,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import Clusters
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import Clusters, cluster_target
+from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import AccessReviews
 from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8S_AUTH_ARGSPEC, K8sModule
-from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import DEFAULT_AUDIENCE
+from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    DEFAULT_AUDIENCE,
+    identity_binding_role_name,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_items import (
     Item,
     parse_items,
@@ -249,7 +317,9 @@ MODULE_KWARGS: dict[str, t.Any] = {
 
 
 def proof_params(params: dict[str, t.Any], item: Item, identity: dict[str, t.Any] | None, issuer: str | None) -> dict:
-    """wid_verify's options for one workload, from this module's."""
+    """wid_verify's options for one workload, from this module's. A bound workload's proof needs the cluster (its
+    binding) and takes the token audience from the webhook's dry run; the others get the issuer read once."""
+    bound = item.uses_binding
     return {
         **params,
         "namespace": item.namespace,
@@ -258,10 +328,11 @@ def proof_params(params: dict[str, t.Any], item: Item, identity: dict[str, t.Any
         "tenant_id": None,
         "identity_resource_group": item.identity.resource_group,
         "identity_name": item.identity.name,
-        "issuer_url": issuer,
-        "cluster_resource_group": None,
-        "cluster_name": None,
-        "audience": DEFAULT_AUDIENCE,
+        "issuer_url": None if bound else issuer,
+        "cluster_resource_group": params["cluster_resource_group"] if bound else None,
+        "cluster_name": params["cluster_name"] if bound else None,
+        "federation": item.federation,
+        "audience": None if bound else DEFAULT_AUDIENCE,
         "token_expiration": MIN_TOKEN_REQUEST_SECONDS,
         "scope": None,
         "return_secret_value": False,
@@ -273,6 +344,7 @@ def proof_summary(result: dict[str, t.Any]) -> dict[str, t.Any]:
     """What the verify role shows of a proof: never a token or a secret value."""
     return {
         "status": "passed" if result["passed"] else "failed",
+        "binding": result["binding"],
         "failed_step": result["failed_step"],
         "cause": result["cause"],
         "fix": result["fix"],
@@ -311,7 +383,14 @@ def cluster_problems(params: dict[str, t.Any], cluster: dict[str, t.Any] | None)
 class Verification:
     def __init__(self, module: AnsibleModule, azure: AzureModule, kube: K8sModule) -> None:
         self.module, self.azure, self.kube, self.params = module, azure, kube, module.params
-        self.engine = fleet.Fleet(azure, kube, check_mode=module.check_mode, parallel=self.params["parallel"])
+        named = self.params["cluster_name"]
+        self.cluster = (self.params["cluster_resource_group"], named) if named else None
+        self.engine = fleet.Fleet(
+            azure, kube, check_mode=module.check_mode, parallel=self.params["parallel"], cluster=self.cluster
+        )
+        # Items using an identity binding: the API server's answer to "may the ServiceAccount use the identity", by
+        # item index (a dict, or the WorkloadIdentityError of the review).
+        self.reviews: dict[int, t.Any] = {}
 
     def run(self, items: list[Item]) -> dict[str, t.Any]:
         engine = self.engine
@@ -321,6 +400,7 @@ class Verification:
             cluster = Clusters(self.azure).get(self.params["cluster_resource_group"], self.params["cluster_name"])
         engine.read_azure(items)
         engine.read_kubernetes(items, service_accounts_only=True)
+        self.read_binding_agreement([item for item in items if item.uses_binding])
         issuer = self.params["issuer_url"] or (cluster or {}).get("issuer_url")
         checked = [self.agreement(item, issuer) for item in items]
         if self.params["prove"]:
@@ -344,6 +424,73 @@ class Verification:
             "passed": not problems and all(r["passed"] for r in results),
         }
 
+    def read_binding_agreement(self, bound: list[Item]) -> None:
+        """For the items using an identity binding: the cluster's bindings (one list), one SubjectAccessReview per
+        item whose identity and ServiceAccount exist, and our ClusterRole and ClusterRoleBinding of each identity a
+        review denied (to say what is missing)."""
+        if not bound:
+            return
+        engine = self.engine
+        engine.read_bindings()
+        reviews = engine._k8s(AccessReviews, self.kube.authorization_v1)
+        jobs = []
+        for item in bound:
+            identity = engine.snapshot.identities.get(item.identity.key)
+            if identity and identity.get("client_id") and self._service_account(item) is not None:
+                jobs.append(
+                    (
+                        item.index,
+                        lambda i=item, c=identity["client_id"]: reviews.can_use_identity(
+                            i.namespace, i.service_account, c
+                        ),
+                    )
+                )
+        self.reviews = engine._run_all(jobs)
+        denied = [
+            engine.snapshot.identities[item.identity.key]["client_id"]
+            for item in bound
+            if isinstance(self.reviews.get(item.index), dict) and not self.reviews[item.index]["allowed"]
+        ]
+        engine.read_binding_access(denied)
+
+    def _service_account(self, item: Item) -> dict[str, t.Any] | None:
+        return self.engine.snapshot.service_accounts.get(item.namespace, {}).get(item.service_account)
+
+    def binding_agreement(self, item: Item, identity: dict[str, t.Any]) -> tuple[list[str], dict[str, t.Any]]:
+        """chain_checks.binding_problems over the snapshot, and what the proof may take from it as read."""
+        snapshot = self.engine.snapshot
+        review = self.reviews.get(item.index)
+        errors = {
+            "bindings": _text(snapshot.errors.get("bindings")),
+            "credentials": _text(snapshot.errors.get(f"credentials:{item.identity.key}")),
+            "review": _text(review) if isinstance(review, WorkloadIdentityError) else None,
+        }
+        rbac = None
+        if isinstance(review, dict) and not review["allowed"]:
+            name = identity_binding_role_name(identity["client_id"])
+            errors["rbac"] = _text(snapshot.errors.get(f"rbac:{name}"))
+            rbac = (snapshot.cluster_roles.get(name), snapshot.cluster_role_bindings.get(name))
+        found, binding = chain_checks.binding_problems(
+            namespace=item.namespace,
+            service_account=item.service_account,
+            identity=identity,
+            cluster=cluster_target(*t.cast(tuple, self.cluster)),
+            bindings=snapshot.bindings,
+            credentials=snapshot.credentials.get(item.identity.key),
+            review=review if isinstance(review, dict) else None,
+            rbac=rbac,
+            binding_name=item.identity_binding_name,
+            errors=errors,
+        )
+        preloaded: dict[str, t.Any] = {}
+        if errors["bindings"] is None:
+            preloaded["bindings"] = snapshot.bindings
+        if isinstance(review, dict):
+            preloaded["review"] = review
+        if rbac is not None and errors["rbac"] is None:
+            preloaded["rbac"] = rbac
+        return [problem.text for problem in found], {"binding": binding, "preloaded": preloaded}
+
     def agreement(self, item: Item, cluster_issuer: str | None) -> dict[str, t.Any]:
         snapshot = self.engine.snapshot
         group = item.identity.resource_group.lower()
@@ -355,12 +502,18 @@ class Verification:
         problems = chain_checks.identity_problems(item, identity, _text(identity_error))
         problems += chain_checks.service_account_problems(item, service_account, identity, _text(sa_error))
         credential_name = ""
-        if identity is not None:
+        bound: dict[str, t.Any] = {"binding": None, "preloaded": {}}
+        if identity is not None and item.uses_binding:
+            # No federated credential of its own: AKS's aks-identity-binding serves every bound ServiceAccount.
+            found, bound = self.binding_agreement(item, identity)
+            problems += found
+        elif identity is not None:
             credential_error = snapshot.errors.get(f"credentials:{item.identity.key}")
             found, credential_name = chain_checks.credential_problems(
                 item, snapshot.credentials.get(item.identity.key), issuer, _text(credential_error)
             )
             problems += found
+        if identity is not None:
             errors = {key: _text(error) for key, error in snapshot.errors.items()}
             problems += chain_checks.grant_problems(
                 item, identity.get("principal_id"), snapshot.assignments, snapshot.roles, errors
@@ -372,6 +525,8 @@ class Verification:
             "service_account": service_account,
             "issuer": issuer,
             "credential_name": credential_name,
+            "binding": bound["binding"],
+            "preloaded": bound["preloaded"],
             "problems": problems,
             "proof": {"status": "skipped", "reason": skipped},
         }
@@ -382,6 +537,7 @@ class Verification:
         preloaded = {
             "service_account": check["service_account"],
             "identity": {**identity, "credentials": credentials} if credentials is not None else identity,
+            **check["preloaded"],
         }
         params = proof_params(self.params, item, identity, check["issuer"])
         verifier = Verifier(self.azure, self.kube, params=params, preloaded=preloaded)
@@ -399,23 +555,34 @@ class Verification:
         elif proof["status"] == "error":
             problems.append(f"the proof could not run: {proof['reason']}")
         access = proof.get("access") or {}
+        binding = {}
+        if item.uses_binding:
+            found = check["binding"] or {}
+            binding = {
+                "identity_binding_name": found.get("name") or item.binding_name,
+                "binding_issuer_url": found.get("issuer_url") or "",
+            }
         return {
             **item.view(),
             "client_id": (identity or {}).get("client_id"),
             "issuer": check["issuer"] or "",
             "credential_name": check["credential_name"],
+            "federation": item.federation,
+            **binding,
             "proof": proof,
             "passed": not problems,
             "problems": problems,
-            # The docs' verification pod can only do better once the proof got past the exchange to a vault.
+            # The docs' verification pod can only do better once the proof got past the exchange to a vault; it
+            # does not use identity bindings (no use-identity-binding annotation, no proxy-aware client).
             "pod_proof_ready": access.get("kind") == "keyvault"
+            and not item.uses_binding
             and bool(access.get("target"))
             and proof.get("failed_step") not in BEFORE_ACCESS,
             "keyvault_url": str(access["target"]).rsplit("secrets/", 1)[0] if access.get("kind") == "keyvault" else "",
         }
 
 
-def _text(error: WorkloadIdentityError | None) -> str | None:
+def _text(error: t.Any) -> str | None:
     return tc.short_message(str(error)) if error is not None else None
 
 
@@ -443,7 +610,14 @@ def main() -> None:
     try:
         items, errors = parse_items(module.params["items"], accept_results=True)
         errors = check_options(module.params) + (
-            errors or validate_fleet(items, state="absent", issuer=module.params["issuer_url"], tenant_id=None)
+            errors
+            or validate_fleet(
+                items,
+                state="absent",
+                issuer=module.params["issuer_url"],
+                tenant_id=None,
+                cluster_named=bool(module.params["cluster_name"]),
+            )
         )
         if errors:
             raise WorkloadIdentityError(f"Invalid input: {'; '.join(errors)}", code="InvalidParameter")

@@ -148,3 +148,42 @@ def test_verify_report_merges_the_pod_proof_and_fails_with_every_problem():
         "label it. Workload bad (ns/bad): ServiceAccount ns/bad does not exist."
     )
     assert fleet.verify_report([{"workloads": [passed]}])["passed"] is True
+
+
+def test_verify_report_names_the_binding_of_bound_workloads_and_why_their_exchange_was_skipped():
+    skipped = "the AKS token proxy https://kubernetes.default.svc (server name abc) cannot be reached from this host"
+    bound = {
+        **workload("bound"),
+        "issuer": "https://i/",
+        "federation": "identity_binding",
+        "identity_binding_name": "idbound",
+        "binding_issuer_url": "https://ib.example/t/c",
+        "proof": {
+            "status": "passed",
+            "steps": [
+                {"name": "token", "status": "passed", "detail": "token"},
+                {"name": "exchange", "status": "skipped", "detail": skipped},
+            ],
+            "progress": [],
+            "webhook": {"status": "passed"},
+            "access": {"kind": "keyvault", "target": "t"},
+        },
+        "passed": True,
+        "problems": [],
+    }
+    own = {**workload("own"), "issuer": "https://i/", "federation": "federated_credential", "credential_name": "fic"}
+    own.update(proof={"status": "skipped", "reason": "verify_prove is false"}, passed=True, problems=[])
+    report = fleet.verify_report([{"workloads": [bound, own], "cluster_problems": []}], pod_proof=True)
+    lines = report["summary"]
+    row = lines.index(next(line for line in lines if line.startswith("bound ")))
+    assert (
+        lines[row + 1]
+        == "  identity binding idbound (AKS's credential aks-identity-binding, issuer https://ib.example/t/c)"
+    )
+    assert lines[row + 3] == f"  exchange skipped: {skipped}"
+    assert not any(line.startswith("  identity binding") for line in lines[row + 4 :])  # not for the other workload
+    assert report["passed"] is True
+    # The docs' verification pod does not use identity bindings: skipped with that reason, not "did not get that far".
+    assert report["results"][0]["pod_proof"]["reason"].startswith("the docs' verification pod does not use identity")
+    checked = fleet.verify_report([{"workloads": [bound]}], check_mode=True)["summary"]
+    assert not any(line.startswith("  exchange skipped") for line in checked)
