@@ -5,6 +5,9 @@
     python -m tests.lab down      # stop everything
     python -m tests.lab status    # say what runs where
     python -m tests.lab env       # print the env file (source it: set -a; . tests/lab/.run/lab.env; set +a)
+    python -m tests.lab add-cluster green   # a second cluster (own apiserver, etcd, keys, issuer), on demand
+    python -m tests.lab remove-cluster green
+    python -m tests.lab pod-identity-crds   # AAD Pod Identity's CRDs on the (first) apiserver, on demand
 
 The wiring: the emulated AKS cluster's OIDC issuer URL is https://127.0.0.1:<emulator>/<tenant>/<uuid>/,
 which is also the kube-apiserver's --service-account-issuer; the emulator publishes the apiserver's JWKS there,
@@ -18,14 +21,21 @@ Identity bindings: the webhook runs with v1.6.0's custom token endpoint as AKS c
 azure.workload.identity/use-identity-binding, audience api://AKSIdentityBinding), pointing pods at the AKS token proxy
 the emulator serves on a port of its own (azure/token_proxy.py), with a certificate for the injected SNI name issued
 by the lab CA, which pods read from the ConfigMap kube-root-ca.crt (docs/lab.md §5, azure-behaviour §10).
+
+More clusters, on demand (docs/lab.md §8): add-cluster NAME starts another control plane (its own kube-testenv, etcd
+data, cluster CA and service-account key) whose --service-account-issuer is a new AKS-shaped issuer on the emulator,
+and registers it there as the AKS cluster <seed cluster>-NAME (OIDC issuer and workload identity on), wired like the
+first: the emulator publishes that apiserver's keys at its issuer. No webhook and no token proxy serve it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -33,7 +43,9 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +89,8 @@ class Lab:
     webhook: dict[str, Any] = field(default_factory=lambda: {"enabled": False, "reason": "not started"})
     # The AKS token proxy of identity bindings: {"url", "sni_name", "ca_file", "audience", "annotation", "ca_configmap"}.
     token_proxy: dict[str, Any] = field(default_factory=dict)
+    # Clusters added with add_cluster(), by name: add_cluster()'s record (docs/lab.md §8).
+    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # -------------------------------------------------------------- the emulator's control API, for tests
     def _call(self, method: str, path: str, body: Any = None) -> Any:
@@ -142,19 +156,55 @@ class Lab:
                     raise
                 core.replace_namespaced_config_map(ROOT_CA_CONFIGMAP, namespace, body)
 
-    # -------------------------------------------------------------- the kube-apiserver's audit log, for tests
-    def kube_mark(self) -> int:
-        return controlplane.audit_mark(self.workdir / "kube")
+    # -------------------------------------------------------------- the kube-apiservers' audit logs, for tests
+    # ``cluster``: None for the lab's first apiserver, or the name given to add_cluster().
+    def _kube_dir(self, cluster: str | None) -> Path:
+        if cluster is None:
+            return self.workdir / "kube"
+        if cluster not in self.clusters:
+            raise KeyError(f"no cluster {cluster!r} in this lab (add_cluster() adds one)")
+        return Path(self.clusters[cluster]["workdir"])
 
-    def kube_writes(self, since: int = 0, *, include_dry_run: bool = False) -> list[dict[str, Any]]:
+    def kube_mark(self, cluster: str | None = None) -> int:
+        return controlplane.audit_mark(self._kube_dir(cluster))
+
+    def kube_writes(
+        self, since: int = 0, *, include_dry_run: bool = False, cluster: str | None = None
+    ) -> list[dict[str, Any]]:
         """Writes the apiserver accepted or refused after ``since`` (dry runs excluded unless asked)."""
-        events = controlplane.audit_writes(self.workdir / "kube", since)
+        events = controlplane.audit_writes(self._kube_dir(cluster), since)
         return [e for e in events if include_dry_run or not e["dry_run"]]
 
-    def kube_requests(self, since: int = 0) -> list[dict[str, Any]]:
+    def kube_requests(self, since: int = 0, *, cluster: str | None = None) -> list[dict[str, Any]]:
         """Reads and writes the lab's admin (the identity the collection's modules use) sent after ``since``."""
-        events = controlplane.audit_requests(self.workdir / "kube", since)
+        events = controlplane.audit_requests(self._kube_dir(cluster), since)
         return [e for e in events if e["user"] == controlplane.ADMIN_USER]
+
+    # -------------------------------------------------------------- on demand: more clusters, more CRDs
+    def add_cluster(self, name: str) -> dict[str, Any]:
+        """Start (or, when it runs already, return) the cluster ``name``: see add_cluster() below. Updates this
+        object's ``clusters`` and ``env`` as well as lab.json and lab.env."""
+        info = add_cluster(self.workdir, name)
+        latest = Lab.load(self.workdir)
+        self.clusters, self.env = latest.clusters, latest.env
+        return info
+
+    def remove_cluster(self, name: str) -> None:
+        """Stop the cluster ``name`` and take it out of the emulator and the settings: see remove_cluster() below."""
+        remove_cluster(self.workdir, name)
+        latest = Lab.load(self.workdir)
+        self.clusters, self.env = latest.clusters, latest.env
+
+    def kubeconfig(self, cluster: str | None = None) -> Path:
+        """The admin kubeconfig of the first apiserver, or of the cluster added as ``cluster``."""
+        return self.admin_kubeconfig if cluster is None else Path(self.clusters[cluster]["admin_kubeconfig"])
+
+    def install_pod_identity_crds(self, cluster: str | None = None) -> list[str]:
+        """AAD Pod Identity's four CRDs (aadpodidentity.k8s.io/v1) on the apiserver, Established; idempotent. No
+        controller (MIC, NMI) runs: the objects are only stored (docs/lab.md §9)."""
+        from .kube import crds  # here: `up` needs no YAML parser
+
+        return crds.install(self.kubeconfig(cluster))
 
     @classmethod
     def load(cls, workdir: Path = DEFAULT_WORKDIR) -> Lab:
@@ -345,18 +395,159 @@ def up(workdir: Path = DEFAULT_WORKDIR, *, quiet: bool = False) -> Lab:
         hook.record(),
         token_proxy,
     )
-    record = {k: str(v) if isinstance(v, Path) else v for k, v in lab.__dict__.items()}
-    (workdir / "lab.json").write_text(json.dumps(record, indent=2))
-    (workdir / "lab.json").chmod(0o600)
-    env_file = workdir / "lab.env"
-    env_file.write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in env.items()))
-    env_file.chmod(0o600)
+    env_file = _save(lab)
     if not quiet:
         print(f"lab up in {time.monotonic() - started:.1f}s: Azure emulator {base}, kube-apiserver {plane.url}")
         print(f"webhook: {_describe_webhook(lab.webhook)}")
         print(f"AKS token proxy: {token_proxy['url']} (SNI {token_proxy['sni_name']})")
         print(f"settings: {env_file}  (set -a; . {env_file}; set +a)")
     return lab
+
+
+def _save(lab: Lab) -> Path:
+    """Write lab.json and lab.env (owner-only: they hold the deployer's secret); returns the env file."""
+    record = {k: str(v) if isinstance(v, Path) else v for k, v in lab.__dict__.items()}
+    for name, path in (("lab.json", json.dumps(record, indent=2)), ("lab.env", _env_text(lab.env))):
+        temporary = lab.workdir / f".{name}.tmp"
+        temporary.write_text(path)
+        temporary.chmod(0o600)
+        temporary.replace(lab.workdir / name)  # readers never see half a file
+    return lab.workdir / "lab.env"
+
+
+def _env_text(env: dict[str, str]) -> str:
+    return "".join(f"{k}={json.dumps(v)}\n" for k, v in env.items())
+
+
+# ---------------------------------------------------------------------------------------------- more clusters
+CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")  # short: it becomes part of an AKS cluster name and env names
+
+
+def cluster_env(name: str, info: dict[str, Any]) -> dict[str, str]:
+    """The settings of an added cluster, as lab.env carries them: LAB_CLUSTER_<NAME>_* (NAME upper-cased, - as _)."""
+    prefix = "LAB_CLUSTER_" + name.upper().replace("-", "_") + "_"
+    return {
+        prefix + "KUBECONFIG": info["admin_kubeconfig"],
+        prefix + "RESTRICTED_KUBECONFIG": info["restricted_kubeconfig"],
+        prefix + "ISSUER": info["issuer"],
+        prefix + "RESOURCE_GROUP": info["resource_group"],
+        prefix + "NAME": info["cluster"],
+    }
+
+
+@contextlib.contextmanager
+def _locked(workdir: Path):
+    """One add_cluster() at a time per lab, across processes (tests and playbooks may ask at once)."""
+    with open(workdir / "clusters.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _apiserver_ready(url: str, ca_file: str) -> bool:
+    # /readyz is readable without credentials (the bootstrap ClusterRole system:public-info-viewer).
+    context = ssl.create_default_context(cafile=ca_file)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    try:
+        with opener.open(url + "/readyz", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def add_cluster(workdir: Path, name: str, *, quiet: bool = True) -> dict[str, Any]:
+    """Start another cluster in the running lab, or return it when it runs already (idempotent).
+
+    Its control plane is its own (a kube-testenv process, etcd data, cluster CA, service-account signing key, in
+    <workdir>/clusters/<name>/); its --service-account-issuer is https://<emulator>/<tenant>/<new guid>/, AKS's
+    path shape; the emulator then registers the AKS cluster <seed cluster>-<name> in the seeded resource group with
+    the OIDC issuer and workload identity on and that issuer, and publishes the apiserver's keys there (POST
+    /_lab/clusters). Returns {"name", "cluster", "resource_group", "id", "issuer", "url", "admin_kubeconfig",
+    "restricted_kubeconfig", "ca_file", "workdir", "started_seconds"}. A cluster whose processes died is started
+    again with the same issuer (and fresh keys and data)."""
+    workdir = workdir.resolve()
+    if not CLUSTER_NAME.match(name or ""):
+        raise ValueError(f"cluster name {name!r}: 1-20 of [a-z0-9-], starting with a letter")
+    with _locked(workdir):
+        lab = Lab.load(workdir)
+        if not _healthy(lab):
+            raise RuntimeError(f"the lab in {workdir} is not running; start it first (python -m tests.lab up)")
+        info = lab.clusters.get(name)
+        if not (
+            info and controlplane.running(Path(info["workdir"])) and _apiserver_ready(info["url"], info["ca_file"])
+        ):
+            info = _start_cluster(lab, name, info)
+        registered = _register_cluster(lab, name, info)  # again when running: the emulator may have been reset
+        info = {**info, "id": registered["id"]}
+        lab.clusters[name] = info
+        lab.env.update(cluster_env(name, info))
+        env_file = _save(lab)
+    if not quiet:
+        print(f"cluster {name}: AKS {info['resource_group']}/{info['cluster']}, kube-apiserver {info['url']}")
+        print(f"issuer: {info['issuer']}")
+        print(f"settings: {env_file}  (set -a; . {env_file}; set +a)")
+    return info
+
+
+def remove_cluster(workdir: Path, name: str) -> None:
+    """Undo add_cluster(): the emulator forgets the wiring and deletes the AKS cluster resource, the control plane
+    stops, lab.json and lab.env lose the cluster. Its folder stays (logs, audit log). No-op for an unknown name."""
+    workdir = workdir.resolve()
+    with _locked(workdir):
+        lab = Lab.load(workdir)
+        info = lab.clusters.pop(name, None)
+        if info is None:
+            return
+        try:
+            lab._call("DELETE", f"/_lab/clusters/{name}")
+        except urllib.error.HTTPError as error:
+            if error.code != 404:
+                raise
+        controlplane.stop(Path(info["workdir"]))
+        for key in cluster_env(name, info):
+            lab.env.pop(key, None)
+        _save(lab)
+
+
+def _start_cluster(lab: Lab, name: str, previous: dict[str, Any] | None) -> dict[str, Any]:
+    started = time.monotonic()
+    base = lab.workdir / "clusters" / name
+    # Its own cluster CA, as every AKS cluster has one; the lab CA's admin certificate gets nowhere here.
+    ca = pki.create_ca(base / "pki", common_name=f"aks-workload-identity-lab-{name}-ca")
+    tenant = lab.env["AZURE_TENANT"]
+    issuer = (previous or {}).get("issuer") or f"{lab.emulator_url}/{tenant}/{uuid.uuid4()}/"
+    plane = controlplane.start(base / "kube", ca, issuer, issuer + "openid/v1/jwks", cluster_name=f"lab-{name}")
+    return {
+        "name": name,
+        "cluster": f"{lab.seed['cluster']}-{name}",
+        "resource_group": lab.seed["resource_group"],
+        "issuer": issuer,
+        "url": plane.url,
+        "admin_kubeconfig": str(plane.admin_kubeconfig),
+        "restricted_kubeconfig": str(plane.restricted_kubeconfig),
+        "restricted_namespace": plane.restricted_namespace,
+        "ca_file": str(ca.cert),
+        "workdir": str(plane.workdir),
+        "started_seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def _register_cluster(lab: Lab, name: str, info: dict[str, Any]) -> dict[str, Any]:
+    body = {
+        "name": name,
+        "resource_group": info["resource_group"],
+        "cluster": info["cluster"],
+        "apiserver_url": info["url"],
+        "issuer_url": info["issuer"],
+        "ca_file": info["ca_file"],
+    }
+    try:
+        return lab._call("POST", "/_lab/clusters", body)
+    except Exception:
+        controlplane.stop(Path(info["workdir"]))  # an unregistered cluster is of no use; leave nothing running
+        raise
 
 
 def _token_proxy(workdir: Path, ca: pki.KeyPair, port: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -437,6 +628,8 @@ def build() -> None:
 def down(workdir: Path = DEFAULT_WORKDIR) -> None:
     workdir = workdir.resolve()
     webhook.stop(workdir / "webhook")  # first: it watches the apiserver and would log its going away
+    for added in sorted((workdir / "clusters").glob("*/kube")):  # clusters added with add_cluster()
+        controlplane.stop(added)
     controlplane.stop(workdir / "kube")
     _stop_pid(workdir / "emulator.pid")
     (workdir / "lab.json").unlink(missing_ok=True)
@@ -446,10 +639,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "down", "status", "env", "build"])
+    parser.add_argument(
+        "command",
+        choices=["up", "down", "status", "env", "build", "add-cluster", "remove-cluster", "pod-identity-crds"],
+    )
+    parser.add_argument("name", nargs="?", help="add-cluster, remove-cluster: the cluster's name (e.g. green)")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--cluster", help="pod-identity-crds: an added cluster instead of the first apiserver")
     args = parser.parse_args(argv)
-    if args.command == "build":
+    if args.command == "add-cluster":
+        if not args.name:
+            parser.error("add-cluster needs a NAME")
+        info = add_cluster(args.workdir, args.name)
+        print(f"# cluster {args.name}: kube-apiserver {info['url']} (started in {info['started_seconds']}s)")
+        print(_env_text(cluster_env(args.name, info)), end="")
+    elif args.command == "remove-cluster":
+        if not args.name:
+            parser.error("remove-cluster needs a NAME")
+        remove_cluster(args.workdir, args.name)
+        print(f"cluster {args.name} removed")
+    elif args.command == "pod-identity-crds":
+        names = Lab.load(args.workdir.resolve()).install_pod_identity_crds(args.cluster)
+        print("\n".join(names))
+    elif args.command == "build":
         build()
     elif args.command == "up":
         up(args.workdir)
@@ -468,4 +680,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         state = "" if not lab.webhook.get("enabled") or webhook.running(lab.workdir / "webhook") else " (NOT running)"
         print(f"webhook: {_describe_webhook(lab.webhook)}{state}")
+        for name, info in lab.clusters.items():
+            alive = "running" if controlplane.running(Path(info["workdir"])) else "NOT running"
+            print(
+                f"cluster {name}: {alive}; AKS {info['resource_group']}/{info['cluster']}; kube-apiserver {info['url']}"
+            )
     return 0

@@ -17,6 +17,7 @@ import secrets
 import string
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from .arm import (
@@ -30,12 +31,13 @@ from .common import (
     require_provider_api_version,
     require_resource_group,
     require_subscription,
+    resource_group_id,
     resource_id,
     resource_not_found,
     utcnow_iso,
 )
 from .server import ArmError, Request, Response, route
-from .state import State, seeder
+from .state import PRIMARY, State, seeder
 
 PROVIDER_TYPE = "Microsoft.ContainerService/managedClusters"
 RESPONSE_TYPE = "Microsoft.ContainerService/ManagedClusters"  # capital M in responses (azure-behaviour §2)
@@ -144,16 +146,18 @@ def operation_name(operation_id: str) -> str:
     return str(uuid.UUID(bytes=uuid.UUID(operation_id).bytes_le))
 
 
-def is_wired(state: State, resource_group: str, name: str) -> bool:
-    wired = {(rg.lower(), cluster.lower()) for rg, cluster in state.config.wired_clusters}
-    return bool(state.config.kube_issuer_url) and (resource_group.lower(), name.lower()) in wired
+def is_wired(state: State, resource_group: str, name: str, *, primary_only: bool = False) -> bool:
+    """Whether the cluster's issuer is a lab kube-apiserver's (any of them, or only the first one)."""
+    wiring = state.config.wiring_of_cluster(resource_group, name)
+    return wiring is not None and (wiring.primary or not primary_only)
 
 
 def issuer_url(state: State, resource_group: str, name: str, issuer_uuid: str) -> str:
-    """A wired cluster's issuer is the lab kube-apiserver's --service-account-issuer, exactly; others get an
+    """A wired cluster's issuer is its kube-apiserver's --service-account-issuer, exactly; others get an
     AKS-shaped one on the emulator: host/{tenant}/{uuid}/ with the trailing slash (azure-behaviour §5)."""
-    if is_wired(state, resource_group, name):
-        return state.config.kube_issuer_url
+    wiring = state.config.wiring_of_cluster(resource_group, name)
+    if wiring is not None:
+        return wiring.issuer_url
     return f"{state.config.base_url}/{state.config.tenant_id}/{issuer_uuid}/"
 
 
@@ -842,3 +846,118 @@ def seed_cluster(state: State) -> None:
     meta["issuer_uuid"] = seed.get("cluster_issuer_uuid") or str(uuid.uuid4())
     body = build_cluster(state, cluster_id, seed["cluster"], payload, None, meta)
     state.put(cluster_id, _finish_provisioning(state, body, meta))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Clusters added at runtime: a second (third...) lab kube-apiserver and the AKS cluster resource wired to it
+
+
+def _seed_wired_cluster(state: State, entry: dict[str, Any]) -> dict[str, Any]:
+    """The AKS cluster resource of a wiring added at runtime: fully provisioned, OIDC issuer and workload identity on,
+    its issuer the apiserver's --service-account-issuer (issuer_url() finds the wiring). Written directly, as the seed
+    cluster is: it stands for a cluster someone built beforehand (docs/lab.md §8), so no ARM request is logged."""
+    cluster_id = resource_id(state.config.subscription_id, entry["resource_group"], PROVIDER_TYPE, entry["cluster"])
+    payload = {
+        "location": state.config.location,
+        "identity": {"type": "SystemAssigned"},
+        "properties": {
+            "kubernetesVersion": entry.get("kubernetes_version")
+            or state.config.seed.get("cluster_kubernetes_version", DEFAULT_KUBERNETES_VERSION),
+            "dnsPrefix": entry["cluster"],
+            "agentPoolProfiles": [{"name": "nodepool1", "count": 2, "vmSize": "Standard_D4ds_v5"}],
+            "oidcIssuerProfile": {"enabled": True},
+            "securityProfile": {"workloadIdentity": {"enabled": True}},
+        },
+    }
+    state.meta.pop(cluster_id.lower(), None)  # a fresh resource: new resourceUID, identities and operation state
+    meta = state.meta_of(cluster_id)
+    meta["issuer_uuid"] = entry["issuer_url"].rstrip("/").rsplit("/", 1)[-1]
+    body = build_cluster(state, cluster_id, entry["cluster"], payload, None, meta)
+    return state.put(cluster_id, _finish_provisioning(state, body, meta))
+
+
+@seeder(31)
+def seed_wired_clusters(state: State) -> None:
+    """Clusters added at runtime come back on /_lab/reset, as the seed cluster does (their resource group, if it is
+    not a seeded one, does not: then neither does the cluster)."""
+    for entry in state.config.kube_clusters:
+        if state.get(resource_group_id(state.config.subscription_id, entry["resource_group"])) is not None:
+            _seed_wired_cluster(state, entry)
+
+
+_WIRING_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
+_LAB_FIELDS = ("name", "resource_group", "cluster", "apiserver_url", "issuer_url", "ca_file", "kubernetes_version")
+
+
+def _validated_wiring(state: State, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ArmError(400, "InvalidRequestContent", "The body must be a JSON object.")
+    entry = {key: body.get(key) for key in _LAB_FIELDS if body.get(key) is not None}
+    for key in ("name", "resource_group", "cluster", "apiserver_url", "issuer_url"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise ArmError(400, "InvalidParameter", f"'{key}' is required.")
+    if not _WIRING_NAME.match(entry["name"]) or entry["name"] == PRIMARY:
+        raise ArmError(400, "InvalidParameter", f"'name' must be 1-32 of [a-z0-9-], not '{PRIMARY}'.")
+    if not _CLUSTER_NAME.match(entry["cluster"]):
+        raise ArmError(400, "InvalidParameter", f"The value of parameter resourceName '{entry['cluster']}' is invalid.")
+    # The issuer is served by this emulator, in AKS's shape: https://<host>/<tenant>/<guid>/ (azure-behaviour §5).
+    prefix = f"{state.config.base_url}/{state.config.tenant_id}/"
+    issuer = entry["issuer_url"]
+    guid = issuer[len(prefix) : -1] if issuer.startswith(prefix) and issuer.endswith("/") else ""
+    if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", guid):
+        raise ArmError(400, "InvalidParameter", f"'issuer_url' must be {prefix}<lower-case guid>/, not '{issuer}'.")
+    if not entry["apiserver_url"].startswith("https://"):
+        raise ArmError(400, "InvalidParameter", "'apiserver_url' must be an https URL.")
+    for wiring in state.config.wirings():
+        if wiring.name == entry["name"]:
+            continue
+        if wiring.issuer_url == issuer:
+            raise ArmError(409, "Conflict", f"The issuer '{issuer}' is wiring '{wiring.name}''s already.")
+        if (entry["resource_group"].lower(), entry["cluster"].lower()) in wiring.clusters:
+            raise ArmError(409, "Conflict", f"The cluster '{entry['cluster']}' is wired to '{wiring.name}' already.")
+    return entry
+
+
+def _wiring_view(state: State, entry: dict[str, Any]) -> dict[str, Any]:
+    cluster_id = resource_id(state.config.subscription_id, entry["resource_group"], PROVIDER_TYPE, entry["cluster"])
+    return {**entry, "id": cluster_id}
+
+
+@route(("GET", "POST"), r"/_lab/clusters", plane="lab", auth=None)
+def lab_clusters(request: Request, state: State) -> Response:
+    """The lab's control API (never Azure's): GET lists the wirings; POST adds (or updates, by name) one, and writes
+    its AKS cluster resource, as tests/lab/lab.py add_cluster does once the second apiserver is ready."""
+    if request.method == "GET":
+        return Response(200, {"clusters": [{**asdict(wiring)} for wiring in state.config.wirings()]})
+    with state.lock:
+        entry = _validated_wiring(state, request.json())
+        if state.get(resource_group_id(state.config.subscription_id, entry["resource_group"])) is None:
+            raise ArmError(
+                404, "ResourceGroupNotFound", f"Resource group '{entry['resource_group']}' could not be found."
+            )
+        previous = next((e for e in state.config.kube_clusters if e["name"] == entry["name"]), None)
+        cluster_id = _wiring_view(state, entry)["id"]
+        existing = state.get(cluster_id)
+        if existing is not None and (previous is None or previous["cluster"].lower() != entry["cluster"].lower()):
+            raise ArmError(409, "Conflict", f"The cluster '{entry['cluster']}' exists already and is not wired.")
+        others = [e for e in state.config.kube_clusters if e["name"] != entry["name"]]
+        state.config.kube_clusters = [*others, entry]
+        issuer = (existing or {}).get("properties", {}).get("oidcIssuerProfile", {}).get("issuerURL")
+        if existing is None or issuer != entry["issuer_url"]:
+            _seed_wired_cluster(state, entry)
+    return Response(200 if previous else 201, _wiring_view(state, entry))
+
+
+@route("DELETE", r"/_lab/clusters/(?P<name>[^/]+)", plane="lab", auth=None)
+def lab_remove_cluster(request: Request, state: State) -> Response:
+    """Unwire a cluster added at runtime and delete its AKS cluster resource (if it is still there), as the lab does
+    when a test removes the cluster it added (tests/lab/lab.py remove_cluster)."""
+    with state.lock:
+        entry = next((e for e in state.config.kube_clusters if e["name"] == request.params["name"]), None)
+        if entry is None:
+            raise ArmError(404, "NotFound", f"No cluster '{request.params['name']}' was added.")
+        state.config.kube_clusters = [e for e in state.config.kube_clusters if e is not entry]
+        cluster_id = _wiring_view(state, entry)["id"]
+        if state.get(cluster_id) is not None:
+            delete_resource_tree(state, cluster_id)
+    return Response(200, _wiring_view(state, entry))

@@ -407,7 +407,8 @@ def delete_binding(request: Request, state: State) -> Response:
 
 def wired_bindings(state: State, client_id: str) -> list[dict[str, Any]]:
     """The finished bindings (provisioningState Succeeded) of the identity with ``client_id`` on clusters wired to the
-    lab's kube-apiserver: the clusters whose workloads the lab's token proxy serves."""
+    lab's (first) kube-apiserver: the clusters whose workloads the lab's token proxy serves. A cluster added with
+    ``add_cluster`` has no token proxy (docs/lab.md §8), so its bindings are not among them."""
     found = []
     for binding in _all_bindings(state):
         props = binding["properties"]
@@ -416,7 +417,7 @@ def wired_bindings(state: State, client_id: str) -> list[dict[str, Any]]:
         if str(props["managedIdentity"].get("clientId", "")).lower() != client_id.lower():
             continue
         parts = binding["id"].split("/")  # /subscriptions/{s}/resourcegroups/{rg}/providers/{ns}/{type}/{cluster}/...
-        if is_wired(state, parts[4], parts[8]):
+        if is_wired(state, parts[4], parts[8], primary_only=True):
             found.append(binding)
     return found
 

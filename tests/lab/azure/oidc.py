@@ -3,9 +3,11 @@
 AKS publishes ``{issuerURL}.well-known/openid-configuration`` and ``{issuerURL}openid/v1/jwks`` for every cluster
 with the issuer enabled (azure-behaviour §5); Entra fetches them to verify service-account tokens. Here:
 
-- a cluster wired to the lab's kube-apiserver publishes that apiserver's keys, read from its own
-  ``/openid/v1/jwks`` (anonymous, TLS checked against the lab CA) just as AKS publishes the keys its clusters sign
-  with, so a token the real apiserver signed verifies through this issuer;
+- a cluster wired to a lab kube-apiserver publishes that apiserver's keys, read from its own ``/openid/v1/jwks``
+  (anonymous, TLS checked against that apiserver's CA) just as AKS publishes the keys its clusters sign with, so a
+  token the real apiserver signed verifies through this issuer. The lab's first apiserver is one wiring, and every
+  cluster added at runtime (POST /_lab/clusters, aks.py) another, with keys, issuer and CA of its own
+  (state.LabConfig.wirings);
 - any other cluster publishes a valid discovery document and an empty key set: nothing signs for it;
 - an identity binding's issuer (identity_binding.py) publishes the key the lab's AKS token proxy signs with
   (token_proxy.py; LAB CHOICE, azure-behaviour §10).
@@ -31,7 +33,7 @@ _FETCH_TIMEOUT_SECONDS = 5.0
 
 
 # Who signs for an issuer, and so which keys its JWKS holds.
-APISERVER = "apiserver"  # the lab kube-apiserver's service-account keys
+APISERVER = "apiserver"  # the service-account keys of the lab kube-apiserver whose issuer it is
 TOKEN_PROXY = "token_proxy"  # the key of the lab's AKS token proxy (state.binding_issuer_key)
 NOBODY = None  # an empty key set
 
@@ -49,8 +51,8 @@ def issuer_source(source: IssuerSource) -> IssuerSource:
 
 @issuer_source
 def _cluster_issuer(state: State, issuer_path: str) -> tuple[str, str | None] | None:
-    """Among clusters whose issuer is enabled and published; only wired clusters carry the apiserver's issuer
-    (aks.issuer_url), so the URL tells which keys to publish."""
+    """Among clusters whose issuer is enabled and published; only wired clusters carry an apiserver's issuer
+    (aks.issuer_url), so the URL tells which apiserver's keys to publish."""
     for found in state.find(lambda key, body: body.get("type") == RESPONSE_TYPE):
         cluster = settled_cluster(state, found["id"])
         profile = (cluster or {}).get("properties", {}).get("oidcIssuerProfile", {})
@@ -58,8 +60,7 @@ def _cluster_issuer(state: State, issuer_path: str) -> tuple[str, str | None] | 
             continue
         issuer = profile["issuerURL"]
         if urlsplit(issuer).path.rstrip("/") == issuer_path:
-            wired = bool(state.config.kube_issuer_url) and issuer == state.config.kube_issuer_url
-            return issuer, APISERVER if wired else NOBODY
+            return issuer, APISERVER if state.config.wiring_of_issuer(issuer) is not None else NOBODY
     return None
 
 
@@ -75,21 +76,23 @@ def _discovery(issuer: str) -> dict[str, Any]:
     }
 
 
-def apiserver_keys(state: State) -> bytes:
-    """The lab kube-apiserver's service-account public keys. 502/503 when they cannot be had (UNVERIFIED: what
-    AKS's issuer host answers when its keys are missing)."""
-    apiserver = state.config.kube_apiserver_url
+def apiserver_keys(state: State, issuer: str | None = None) -> bytes:
+    """The service-account public keys of the lab kube-apiserver whose issuer is ``issuer`` (default: the lab's first
+    apiserver). 502/503 when they cannot be had (UNVERIFIED: what AKS's issuer host answers when its keys are
+    missing)."""
+    config = state.config
+    if issuer is None:
+        apiserver, cafile = config.kube_apiserver_url, config.kube_ca_file
+    else:
+        wiring = config.wiring_of_issuer(issuer)
+        apiserver, cafile = (wiring.apiserver_url, wiring.ca_file) if wiring else (None, None)
     if not apiserver:
         raise ArmError(
             503,
             "ServiceUnavailable",
             "The cluster's OIDC signing keys are not available: no kube-apiserver is configured.",
         )
-    context = (
-        ssl.create_default_context(cafile=state.config.kube_ca_file)
-        if state.config.kube_ca_file
-        else ssl.create_default_context()
-    )
+    context = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
     # No proxies: the apiserver is on loopback, and an HTTPS_PROXY in the environment must not intercept it.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
     url = apiserver.rstrip("/") + "/" + _JWKS
@@ -125,7 +128,7 @@ def get_issuer_document(request: Request, state: State) -> Response:
     if request.params["document"].lower() == _DISCOVERY:
         return Response(200, _discovery(issuer), content_type="application/json")
     if signer == APISERVER:
-        keys = apiserver_keys(state)
+        keys = apiserver_keys(state, issuer)
     elif signer == TOKEN_PROXY:
         keys = json.dumps({"keys": [state.binding_issuer_key.public_jwk()]}).encode()
     else:

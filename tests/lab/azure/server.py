@@ -505,4 +505,10 @@ def _lab_api(server: EmulatorServer, request: Request) -> Response:
         server.faults.clear()
         server.in_flight.reset()
         return Response(200, {"status": "reset"})
+    matched, _path_known = ROUTER.match(request)  # control endpoints route modules register with plane="lab"
+    if matched is not None:
+        try:
+            return matched.handler(request, state)
+        except ArmError as exc:
+            return exc.response()
     return Response(404, {"error": {"code": "NotFound", "message": f"Unknown lab endpoint {path}"}})

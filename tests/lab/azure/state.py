@@ -27,6 +27,25 @@ _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 PUBLIC_VAULT_AUDIENCES = ("https://vault.azure.net", "https://vault.azure.net/")
 
 
+PRIMARY = "primary"  # the name of the first wiring: the lab's own kube-apiserver (kube_* fields of LabConfig)
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """A kube-apiserver and the AKS cluster resources wired to it: their OIDC issuer is its --service-account-issuer
+    and the emulator publishes its service-account keys there (oidc.py)."""
+
+    name: str
+    apiserver_url: str | None
+    issuer_url: str
+    ca_file: str | None  # the CA its serving certificate chains to; None = the system store
+    clusters: list[tuple[str, str]]  # (resource group, cluster name), lower-cased
+
+    @property
+    def primary(self) -> bool:
+        return self.name == PRIMARY
+
+
 @dataclass
 class LabConfig:
     base_url: str  # https://127.0.0.1:<port>: ARM, Entra and the OIDC issuers
@@ -45,11 +64,51 @@ class LabConfig:
     # document and JWKS over HTTPS (issuers served by this emulator or by a test). None = the system store.
     ca_file: str | None = None
     wired_clusters: list[list[str]] = field(default_factory=list)  # [[resource_group, cluster_name], ...]
+    # Further control planes, each wired to one AKS cluster resource the emulator registers for it (POST
+    # /_lab/clusters; tests/lab/lab.py add_cluster): [{"name", "resource_group", "cluster", "apiserver_url",
+    # "issuer_url", "ca_file", "kubernetes_version"}, ...]. The kube_* fields above stay the lab's first apiserver;
+    # wirings() lists them all.
+    kube_clusters: list[dict[str, Any]] = field(default_factory=list)
     # The AKS token proxy of identity bindings the emulator serves on a listener of its own (token_proxy.py), for the
     # clusters wired to the lab's kube-apiserver: {"port", "cert", "key", "sni_name", "audience", "kube_client_cert",
     # "kube_client_key"}. Empty: no proxy.
     token_proxy: dict[str, Any] = field(default_factory=dict)
     seed: dict[str, Any] = field(default_factory=dict)  # names and secrets of the seeded world (see seed.py)
+
+    def wirings(self) -> list[Wiring]:
+        """Every kube-apiserver the emulated clusters are wired to: the first (the kube_* fields, when an issuer is
+        set), then each of kube_clusters."""
+        found = []
+        if self.kube_issuer_url:
+            found.append(
+                Wiring(
+                    PRIMARY,
+                    self.kube_apiserver_url,
+                    self.kube_issuer_url,
+                    self.kube_ca_file,
+                    [(rg.lower(), name.lower()) for rg, name in self.wired_clusters],
+                )
+            )
+        for entry in self.kube_clusters:
+            found.append(
+                Wiring(
+                    entry["name"],
+                    entry.get("apiserver_url"),
+                    entry["issuer_url"],
+                    entry.get("ca_file"),
+                    [(entry["resource_group"].lower(), entry["cluster"].lower())],
+                )
+            )
+        return found
+
+    def wiring_of_cluster(self, resource_group: str, name: str) -> Wiring | None:
+        """The wiring an AKS cluster resource belongs to, if any (names compared as ARM does, ignoring case)."""
+        key = (resource_group.lower(), name.lower())
+        return next((wiring for wiring in self.wirings() if key in wiring.clusters), None)
+
+    def wiring_of_issuer(self, issuer: str) -> Wiring | None:
+        """The wiring whose apiserver's --service-account-issuer is exactly ``issuer``."""
+        return next((wiring for wiring in self.wirings() if wiring.issuer_url == issuer), None)
 
     @property
     def vault_audience(self) -> str:

@@ -184,6 +184,19 @@ def _stop_one(pid_file: Path) -> None:
     _children.pop(pid, None)
 
 
+def running(workdir: Path) -> bool:
+    """Whether the control plane started in ``workdir`` still runs: every process it recorded is alive (and is still
+    the process recorded, not a reused pid)."""
+    workdir = Path(workdir)
+    pid_files = [workdir / f"{name}.pid" for name in _PROCESSES if (workdir / f"{name}.pid").exists()]
+    for pid_file in pid_files:
+        fields = pid_file.read_text().split()
+        pid, recorded_start = int(fields[0]), (fields[1] if len(fields) > 1 else None)
+        if _exited(pid) or (recorded_start and _start_time(pid) != recorded_start):
+            return False
+    return bool(pid_files)
+
+
 def stop(workdir: Path) -> None:
     """Stop the control plane started in ``workdir`` and wait for its processes to exit. Idempotent."""
     workdir = Path(workdir)
@@ -309,19 +322,21 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _write_kubeconfig(path: Path, url: str, ca: KeyPair, user: str, client: KeyPair, context: str) -> Path:
+def _write_kubeconfig(
+    path: Path, url: str, ca: KeyPair, user: str, client: KeyPair, context: str, cluster: str = CLUSTER_NAME
+) -> Path:
     # JSON is YAML: kubectl, the kubernetes client and kubernetes.core read it, and no YAML library is needed.
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": CLUSTER_NAME, "cluster": {"server": url, "certificate-authority-data": _b64(ca.cert)}}],
+        "clusters": [{"name": cluster, "cluster": {"server": url, "certificate-authority-data": _b64(ca.cert)}}],
         "users": [
             {
                 "name": user,
                 "user": {"client-certificate-data": _b64(client.cert), "client-key-data": _b64(client.key)},
             }
         ],
-        "contexts": [{"name": context, "context": {"cluster": CLUSTER_NAME, "user": user}}],
+        "contexts": [{"name": context, "context": {"cluster": cluster, "user": user}}],
         "current-context": context,
     }
     path.write_text(json.dumps(config, indent=2) + "\n")
@@ -482,12 +497,15 @@ def start(
     jwks_uri: str,
     port: int | None = None,
     timeout: float = 180,
+    cluster_name: str = CLUSTER_NAME,
 ) -> ControlPlane:
     """Start a fresh control plane in ``workdir`` and return how to reach it.
 
     ``issuer_url`` is used verbatim as the tokens' ``iss`` (Entra compares it exactly, trailing slash included);
     ``jwks_uri`` is what the apiserver's discovery document advertises. ``timeout`` bounds the wait for
     readiness (not a first build of kube-testenv). Anything left running in ``workdir`` is stopped first.
+    ``cluster_name`` names the cluster in the kubeconfigs (contexts ``<name>-admin``, ``<name>-restricted``), so the
+    kubeconfigs of two control planes can be merged.
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -505,9 +523,17 @@ def start(
     url = f"https://127.0.0.1:{port}"
     plane = ControlPlane(
         url=url,
-        admin_kubeconfig=_write_kubeconfig(workdir / "admin.kubeconfig", url, ca, ADMIN_USER, admin, "lab-admin"),
+        admin_kubeconfig=_write_kubeconfig(
+            workdir / "admin.kubeconfig", url, ca, ADMIN_USER, admin, f"{cluster_name}-admin", cluster_name
+        ),
         restricted_kubeconfig=_write_kubeconfig(
-            workdir / "restricted.kubeconfig", url, ca, RESTRICTED_USER, restricted, "lab-restricted"
+            workdir / "restricted.kubeconfig",
+            url,
+            ca,
+            RESTRICTED_USER,
+            restricted,
+            f"{cluster_name}-restricted",
+            cluster_name,
         ),
         restricted_namespace=RESTRICTED_NAMESPACE,
         workdir=workdir,
