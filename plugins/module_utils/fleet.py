@@ -545,11 +545,15 @@ class Fleet:
         existing = len(current)
         ident_id = (planned_identity or {}).get("id")
         creates = []
+        over: list[WorkloadRun] = []  # items whose credential would not fit: the whole identity fails below
         for run in own:
             desired = desired_credential(run.item, issuer)
             try:
                 plan = federated_credential.plan(current, desired, identity=ident_id)
             except WorkloadIdentityError as exc:
+                if exc.code == "FederatedCredentialLimitReached":
+                    over.append(run)
+                    continue
                 run.fail(CREDENTIAL, exc)
                 continue
             run.record(CREDENTIAL, f"federated credential on {run.item.identity.label}", plan, desired=desired)
@@ -561,7 +565,8 @@ class Fleet:
         binding_credential = any(run.item.uses_binding for run in live) and not any(
             c["name"].lower() == IDENTITY_BINDING_CREDENTIAL_NAME for c in current
         )
-        total = len(current) + (1 if binding_credential else 0)
+        creates += over
+        total = len(current) + len(over) + (1 if binding_credential else 0)
         if total > MAX_FEDERATED_CREDENTIALS_PER_IDENTITY:
             binding_note = (
                 f", 1 ({IDENTITY_BINDING_CREDENTIAL_NAME}) for its identity binding" if binding_credential else ""
