@@ -131,6 +131,19 @@ def fleet_summary(runs: t.Any, kind: str = "workload", check_mode: bool = False,
                 else (", ".join(changes) or "nothing to take down")
             )
             lines.append(f"Workload {result['name']} ({result['namespace']}/{result['service_account']}): {status}")
+    elif kind == "rotation":
+        for result in shown:
+            status = (
+                f"FAILED at {result['failed_step']}: {result.get('error')}"
+                if result.get("failed")
+                else f"{result['stage']}{' (old issuer retired now)' if result.get('retired') else ''}; next: "
+                f"{result['next']}"
+            )
+            lines.append(f"Workload {result['name']} ({result['namespace']}/{result['service_account']}): {status}")
+        stages: dict[str, int] = {}
+        for result in workloads:
+            stages[result.get("stage", "?")] = stages.get(result.get("stage", "?"), 0) + 1
+        lines.append("Stages: " + ", ".join(f"{count} {stage}" for stage, count in sorted(stages.items())))
     else:
         for result in shown:
             lines += _workload_lines(result)

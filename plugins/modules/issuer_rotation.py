@@ -123,6 +123,13 @@ options:
     description: Seconds between the proof's attempts while it waits for propagation.
     type: int
     default: 5
+  webhook_dry_run:
+    description:
+      - Part of the proof - a server-side dry run of a labelled pod on the new cluster shows whether the webhook
+        would inject the identity (needed for items using an identity binding, whose token audience and proxy come
+        from it). V(false) skips it, for a new cluster whose webhook is not installed yet.
+    type: bool
+    default: true
   parallel:
     description: How many requests at most are in flight at once, across identities.
     type: int
@@ -257,6 +264,7 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "arm_api_version": {"type": "str"},
     "propagation_timeout": {"type": "int", "default": 300},
     "retry_interval": {"type": "int", "default": 5},
+    "webhook_dry_run": {"type": "bool", "default": True},
     "parallel": {"type": "int", "default": fleet.DEFAULT_PARALLEL},
 }
 MODULE_KWARGS: dict[str, t.Any] = {
@@ -293,7 +301,6 @@ def verification_params(params: dict[str, t.Any], issuer: str) -> dict[str, t.An
         "cluster_resource_group": params["new_cluster_resource_group"],
         "cluster_name": params["new_cluster_name"],
         "prove": True,
-        "webhook_dry_run": True,
     }
 
 
