@@ -31,6 +31,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azu
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
     ClusterRoleBindings,
     ClusterRoles,
+    PodIdentityObjects,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import (
     K8S_EXCEPTIONS,
@@ -52,9 +53,6 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
 # (azure-behaviour §4); azure-core retries a 429 after its Retry-After. Azure SDK clients are thread-safe
 # (https://learn.microsoft.com/dotnet/azure/sdk/thread-safety; the Python SDK follows the same guidelines).
 CREDENTIAL_LIST_WORKERS = 4
-# aad-pod-identity's CRDs (https://azure.github.io/aad-pod-identity/docs/concepts/azureidentity/).
-POD_IDENTITY_GROUP = "aadpodidentity.k8s.io"
-POD_IDENTITY_VERSION = "v1"
 WORKLOAD_LISTS = (  # (result key, kind, client property, method suffix)
     ("deployments", "Deployment", "apps_v1", "deployment"),
     ("statefulsets", "StatefulSet", "apps_v1", "stateful_set"),
@@ -274,21 +272,21 @@ class KubeReader(K8sApiCaller):
         return list(roles.values()), list(bindings.values())
 
     def pod_identity(self) -> dict[str, list[dict[str, t.Any]]]:
-        custom = self.kube._api("CustomObjectsApi")
+        """AzureIdentity and AzureIdentityBinding objects as API dicts, read through their gateway (shared with the
+        pod_identity_migration module): one list each across namespaces, or of each namespace asked for when the
+        connecting user may only list there (403). None installed (404: no CRD) reads as none."""
+        gateway = PodIdentityObjects(self.kube._api("CustomObjectsApi"), calls=self.calls, dry_run=False)
         found = {}
-        for key, plural in (("identities", "azureidentities"), ("bindings", "azureidentitybindings")):
-            items = self._items(
-                f"kubernetes.{plural}.list",
-                lambda _preload_content, plural=plural: custom.list_cluster_custom_object(
-                    POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, plural, _preload_content=_preload_content
-                ),
-                lambda namespace, _preload_content, plural=plural: custom.list_namespaced_custom_object(
-                    POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, namespace, plural, _preload_content=_preload_content
-                ),
-                f"{plural}.{POD_IDENTITY_GROUP}",
-                none_if_not_found=True,  # 404: the CRD is not installed, so there is none
-            )
-            found[key] = items or []
+        for key, kind in (("identities", "AzureIdentity"), ("bindings", "AzureIdentityBinding")):
+            try:
+                items = gateway.list_json(kind) or []
+            except WorkloadIdentityError as exc:
+                if exc.status != 403 or not self.namespaces:
+                    raise
+                items = [item for namespace in self.namespaces for item in gateway.list_json(kind, namespace) or []]
+            if self.namespaces:
+                items = [i for i in items if (i.get("metadata") or {}).get("namespace") in self.namespaces]
+            found[key] = items
         return found
 
 

@@ -806,3 +806,112 @@ class AccessReviews(_Gateway):
         status = _api_dict(answer, self.api).get("status") or {}
         reason = status.get("reason") or status.get("evaluationError") or ""
         return {"allowed": bool(status.get("allowed")) and not status.get("denied"), "reason": reason}
+
+
+# --- aad-pod-identity (deprecated) ------------------------------------------------------------------------------
+# Its two CRDs this collection reads and, when a migration is done, deletes: AzureIdentity and AzureIdentityBinding
+# (https://azure.github.io/aad-pod-identity/docs/concepts/azureidentity/ and .../azureidentitybinding/).
+POD_IDENTITY_GROUP = "aadpodidentity.k8s.io"
+POD_IDENTITY_VERSION = "v1"
+POD_IDENTITY_PLURALS = {"AzureIdentity": "azureidentities", "AzureIdentityBinding": "azureidentitybindings"}
+# An AzureIdentity annotated so only pods of its own namespace match it ("Match Pods in the Namespace",
+# https://azure.github.io/aad-pod-identity/docs/configure/match_pods_in_namespace/).
+POD_IDENTITY_BEHAVIOR_ANNOTATION = "aadpodidentity.k8s.io/Behavior"
+
+
+def normalize_pod_identity_object(document: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """An AzureIdentity or AzureIdentityBinding (API dict) as this collection reports it: the spec fields as written
+    (camelCase, as the CRD documents them) and the metadata a delete needs."""
+    metadata = _metadata(document)
+    return {
+        "kind": document.get("kind"),
+        "namespace": metadata.get("namespace"),
+        "name": metadata.get("name"),
+        "uid": metadata.get("uid"),
+        "annotations": dict(metadata.get("annotations") or {}),
+        "spec": dict(document.get("spec") or {}),
+    }
+
+
+class PodIdentityObjects(_Gateway):
+    """AzureIdentity and AzureIdentityBinding objects; ``api`` is a kubernetes ``CustomObjectsApi``."""
+
+    def list_json(self, kind: str, namespace: str | None = None) -> list[dict[str, t.Any]] | None:
+        """Every object of the kind, in one namespace or all (one LIST per page), as API dicts; None when the CRD is
+        not installed (404): then there is none."""
+        plural = POD_IDENTITY_PLURALS[kind]
+        items: list[dict[str, t.Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, t.Any] = {"_preload_content": False, **({"_continue": token} if token else {})}
+            if namespace is None:
+                call = lambda kwargs=kwargs: self.api.list_cluster_custom_object(  # noqa: E731
+                    POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, plural, **kwargs
+                )
+            else:
+                call = lambda kwargs=kwargs: self.api.list_namespaced_custom_object(  # noqa: E731
+                    POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, namespace, plural, **kwargs
+                )
+            where = "in all namespaces" if namespace is None else f"in namespace '{namespace}'"
+            response = self._counted(
+                f"kubernetes.{plural}.list", call, f"list {plural}.{POD_IDENTITY_GROUP}", where, none_if_not_found=True
+            )
+            if response is None:
+                return None
+            document = json.loads(response.data)
+            items += document.get("items") or []
+            token = (document.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def list(self, kind: str, namespace: str | None = None) -> list[dict[str, t.Any]] | None:
+        found = self.list_json(kind, namespace)
+        return None if found is None else [normalize_pod_identity_object(item) for item in found]
+
+    def delete(self, kind: str, namespace: str, name: str, uid: str | None) -> None:
+        """Deleted, unless it was recreated since our read (uid precondition); gone already raises ``Raced``."""
+        plural = POD_IDENTITY_PLURALS[kind]
+        self._delete(
+            f"kubernetes.{plural}.delete",
+            lambda **options: self.api.delete_namespaced_custom_object(
+                POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, namespace, plural, name, **options
+            ),
+            uid,
+            f"delete {kind}",
+            _target(namespace, name),
+        )
+
+
+class LabelledObjects(_Gateway):
+    """Workloads and pods read to find what a label selects, in one namespace or all; ``api`` maps ``core_v1``,
+    ``apps_v1`` and ``batch_v1`` to the kubernetes clients."""
+
+    def workloads(self, kind: str, namespace: str | None = None) -> list[dict[str, t.Any]]:
+        """Every workload of the kind (normalised): one LIST (per page)."""
+        spec = KINDS[kind]
+        client = self.api[spec.api]
+        if namespace is None:
+            method = getattr(client, f"list_{spec.resource}_for_all_namespaces")
+        else:
+            method = lambda **kwargs: getattr(client, f"list_namespaced_{spec.resource}")(namespace, **kwargs)  # noqa: E731
+        items = self._list_json(
+            f"kubernetes.{spec.resource}.list",
+            method,
+            f"list {kind}s",
+            "in all namespaces" if namespace is None else f"in namespace '{namespace}'",
+        )
+        return [normalize_workload(item, kind) for item in items]
+
+    def pods(self, label: str, namespace: str | None = None) -> list[dict[str, t.Any]]:
+        """The pods that carry ``label`` (any value), as API dicts: one LIST (per page) with a label selector."""
+        core = self.api["core_v1"]
+        if namespace is None:
+            method = lambda **kwargs: core.list_pod_for_all_namespaces(label_selector=label, **kwargs)  # noqa: E731
+        else:
+            method = lambda **kwargs: core.list_namespaced_pod(namespace, label_selector=label, **kwargs)  # noqa: E731
+        return self._list_json(
+            "kubernetes.pods.list",
+            method,
+            f"list pods labelled {label}",
+            "in all namespaces" if namespace is None else f"in namespace '{namespace}'",
+        )
