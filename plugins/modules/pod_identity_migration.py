@@ -226,6 +226,9 @@ workloads:
     next_step:
       description: What to do next.
       type: str
+    line:
+      description: The entry in one line (found, plan or reason, next step), as the role prints it.
+      type: str
 items:
   description: The fleet items of the plan, in the M(aks.workload_identity.workload) role's C(workload_items) shape.
   returned: always
@@ -462,9 +465,24 @@ def report(result: migration.Plan, outcomes: dict[str, dict[str, t.Any]], delete
                 **{k: v for k, v in view.items() if k != "label"},
                 "changed": bool(outcome.get("changed")),
                 "actions": outcome.get("actions", []),
+                "line": line(view),
             }
         )
     return views
+
+
+def line(view: dict[str, t.Any]) -> str:
+    """One line a person reads: what was found, the plan or why not, and the next step."""
+    found = f"{view['label']} (aadpodidbinding={view['selector']}, as {view['service_account_before']})"
+    if "item" in view and view["status"] != migration.UNSUPPORTED:
+        identity = view["identity"]
+        plan = (
+            f"ServiceAccount {view['service_account']}{' (new)' if view['service_account_new'] else ''}, identity "
+            f"{identity['name']} in {identity['resource_group']}{', migration sidecar' if view['proxy_sidecar'] else ''}"
+        )
+    else:
+        plan = view["reason"]
+    return f"{found}: {view['status']} - {plan}. Next: {view['next_step']}"
 
 
 def summary(result: migration.Plan, deleted: list[dict[str, t.Any]]) -> dict[str, t.Any]:
