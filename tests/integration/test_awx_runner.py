@@ -1,0 +1,281 @@
+"""The flows run the way AWX runs a job: ansible-runner, a private data directory, credentials injected by AWX's
+credential types, extra variables as a file, and the job's events (what AWX shows its users) free of secrets.
+
+The two injectors below follow AWX's source exactly (ansible/awx):
+- awx/main/models/credential/injectors.py, ``azure_rm`` ("Microsoft Azure Resource Manager", fields in
+  awx/main/models/credential/__init__.py: subscription, client, secret, tenant, cloud_environment):
+  AZURE_SUBSCRIPTION_ID always; AZURE_CLIENT_ID, AZURE_TENANT, AZURE_SECRET when client and tenant are set;
+  AZURE_CLOUD_ENVIRONMENT when the credential has one.
+- the same file, ``kubernetes_bearer_token`` ("OpenShift or Kubernetes API Bearer Token", fields host,
+  bearer_token, verify_ssl (default true), ssl_ca_cert): K8S_AUTH_HOST, K8S_AUTH_API_KEY; with verify_ssl and a CA,
+  K8S_AUTH_VERIFY_SSL='True' and the CA written to a temp file under <private_data_dir>/env (mode 0660) whose path
+  is K8S_AUTH_SSL_CA_CERT; otherwise K8S_AUTH_VERIFY_SSL='False'. No kubeconfig.
+AWX passes the job's environment to ansible-runner as ``envvars`` and writes extra variables to env/extravars.
+
+The Kubernetes credential holds the token of a ServiceAccount bound to the flow's ClusterRole shipped in
+extensions/awx/rbac/<flow>.yml, minted with a TokenRequest; the apiserver's audit log shows that the lab's admin
+made no request during the jobs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import stat
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import COLLECTIONS, REPO
+
+ansible_runner = pytest.importorskip("ansible_runner")
+kubernetes = pytest.importorskip("kubernetes")
+
+pytestmark = pytest.mark.lab
+
+RBAC = REPO / "extensions" / "awx" / "rbac"
+AUTOMATION_NAMESPACE = "awx-automation"
+SERVICE_ACCOUNTS = {"workload": "aks-wid-workload", "verify": "aks-wid-verify"}
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+# The workload this module owns, apart from the ones other tests of the session converge on the same lab.
+NAMESPACE, SERVICE_ACCOUNT, IDENTITY = "awx-orders", "orders-api", "id-awx-orders"
+
+
+# --------------------------------------------------------------------------- AWX's injectors, as AWX writes them
+def inject_azure_rm(inputs: dict[str, str], env: dict[str, str], private_data_dir: Path) -> None:
+    client, tenant = inputs.get("client", ""), inputs.get("tenant", "")
+    env["AZURE_SUBSCRIPTION_ID"] = inputs.get("subscription", "")
+    if client and tenant:
+        env["AZURE_CLIENT_ID"] = client
+        env["AZURE_TENANT"] = tenant
+        env["AZURE_SECRET"] = inputs.get("secret", "")
+    else:
+        env["AZURE_AD_USER"] = inputs.get("username", "")
+        env["AZURE_PASSWORD"] = inputs.get("password", "")
+    if "cloud_environment" in inputs:
+        env["AZURE_CLOUD_ENVIRONMENT"] = inputs["cloud_environment"]
+
+
+def inject_kubernetes_bearer_token(inputs: dict[str, Any], env: dict[str, str], private_data_dir: Path) -> None:
+    env["K8S_AUTH_HOST"] = inputs.get("host", "")
+    env["K8S_AUTH_API_KEY"] = inputs.get("bearer_token", "")
+    if inputs.get("verify_ssl", True) and "ssl_ca_cert" in inputs:
+        env["K8S_AUTH_VERIFY_SSL"] = "True"
+        handle, path = tempfile.mkstemp(dir=private_data_dir / "env")
+        with os.fdopen(handle, "w") as file:
+            os.chmod(path, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP)
+            file.write(inputs["ssl_ca_cert"])
+        env["K8S_AUTH_SSL_CA_CERT"] = path  # to_container_path() is the identity outside a container
+    else:
+        env["K8S_AUTH_VERIFY_SSL"] = "False"
+
+
+# --------------------------------------------------------------------------- the lab side: RBAC, tokens
+def _admin_client(lab) -> Any:
+    return kubernetes.config.new_client_from_config(str(lab.admin_kubeconfig))
+
+
+def _apply(api_client: Any, path: Path) -> None:
+    from kubernetes.utils import FailToCreateError, create_from_dict
+
+    for document in yaml.safe_load_all(path.read_text()):
+        try:
+            create_from_dict(api_client, document)
+        except FailToCreateError as error:  # already there (the namespace both files declare, a second session)
+            if any(failure.status != 409 for failure in error.api_exceptions):
+                raise
+
+
+def _kubernetes_credential(lab, flow: str) -> dict[str, Any]:
+    """The inputs of an AWX "OpenShift or Kubernetes API Bearer Token" credential for ``flow``'s ServiceAccount."""
+    api_client = _admin_client(lab)
+    _apply(api_client, RBAC / f"{flow}.yml")
+    request = {"spec": {"expirationSeconds": 3600}}
+    token = (
+        kubernetes.client.CoreV1Api(api_client)
+        .create_namespaced_service_account_token(SERVICE_ACCOUNTS[flow], AUTOMATION_NAMESPACE, request)
+        .status.token
+    )
+    cluster = json.loads(Path(lab.admin_kubeconfig).read_text())["clusters"][0]["cluster"]
+    return {
+        "host": cluster["server"],
+        "bearer_token": token,
+        "verify_ssl": True,
+        "ssl_ca_cert": base64.b64decode(cluster["certificate-authority-data"]).decode(),
+    }
+
+
+def _azure_credential(lab) -> dict[str, str]:
+    return {
+        "subscription": lab.env["AZURE_SUBSCRIPTION_ID"],
+        "client": lab.env["AZURE_CLIENT_ID"],
+        "secret": lab.env["AZURE_SECRET"],
+        "tenant": lab.env["AZURE_TENANT"],
+        "cloud_environment": lab.env["AZURE_CLOUD_ENVIRONMENT"],
+    }
+
+
+def _extravars(lab) -> dict[str, Any]:
+    """What AWX merges from the job template's extra variables and the survey's answers (extensions/awx/)."""
+    port = lab.env["LAB_EMULATOR_URL"].rsplit(":", 1)[1]
+    return {
+        "cluster_resource_group": "rg-wid-lab",
+        "cluster_name": "aks-wid-lab",
+        "workload_items": [
+            {
+                "name": "awx-orders",
+                "namespace": NAMESPACE,
+                "service_account": SERVICE_ACCOUNT,
+                "create_namespace": True,
+                "identity": {"name": IDENTITY, "resource_group": "rg-wid-lab"},
+                "grants": [
+                    {
+                        "role": "Reader",
+                        "scope": f"/subscriptions/{lab.env['AZURE_SUBSCRIPTION_ID']}/resourceGroups/rg-wid-lab",
+                    }
+                ],
+                "configmap": {"data": {"KEYVAULT_URL": f"https://kv-wid-rbac.vault.localhost:{port}/"}},
+            }
+        ],
+        "keyvault_access_vault_name": "kv-wid-rbac",
+        "keyvault_access_vault_resource_group": "rg-wid-lab",
+        "keyvault_access_identities": [{"name": IDENTITY, "resource_group": "rg-wid-lab"}],
+        "verify_secret_name": "app-secret",
+        "verify_pod_proof": True,
+    }
+
+
+# --------------------------------------------------------------------------- one AWX job
+class Job:
+    def __init__(self, runner: Any, private_data_dir: Path, secrets: list[str]) -> None:
+        self.runner, self.private_data_dir, self.secrets = runner, private_data_dir, secrets
+        self.stdout = Path(runner.stdout.name).read_text()
+        self.events_text = "\n".join(
+            p.read_text() for p in sorted((Path(runner.config.artifact_dir) / "job_events").glob("*.json"))
+        )
+
+    @property
+    def changed(self) -> int:
+        return (self.runner.stats or {}).get("changed", {}).get("localhost", 0)
+
+    def leaks(self) -> list[str]:
+        shown = self.stdout + "\n" + self.events_text
+        found = [f"secret #{i}" for i, secret in enumerate(self.secrets) if secret and secret in shown]
+        return found + [f"JWT-looking string {m[:12]}..." for m in JWT.findall(shown)]
+
+
+def _run_job(lab, root: Path, flow: str, credentials: dict[str, dict[str, Any]], extravars: dict) -> Job:
+    private_data_dir = Path(tempfile.mkdtemp(prefix=f"{flow}-", dir=root))
+    for folder in ("project", "inventory", "env"):
+        (private_data_dir / folder).mkdir()
+    (private_data_dir / "project" / f"{flow}.yml").write_text(
+        f"---\n- name: The collection's {flow} flow\n  ansible.builtin.import_playbook: aks.workload_identity.{flow}\n"
+    )
+    # An execution environment's Python is the one with the SDKs: here, this virtual environment's.
+    (private_data_dir / "inventory" / "hosts").write_text(
+        f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+    )
+    (private_data_dir / "env" / "extravars").write_text(yaml.safe_dump(extravars))
+    home = private_data_dir / "home"
+    home.mkdir()
+    envvars = {
+        # What the execution environment image provides: the collection, its Python tools, an empty home.
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+        "HOME": str(home),
+        "ANSIBLE_NOCOLOR": "1",
+        # The lab's endpoints are signed by its own CA: an image for a private cloud trusts it this way. Real Azure
+        # needs nothing here. The resolver makes the lab's vault names (*.vault.localhost) resolve to loopback.
+        "REQUESTS_CA_BUNDLE": lab.env["AZURE_CA_BUNDLE"],
+        "PYTHONPATH": lab.env["PYTHONPATH"],
+    }
+    secrets = []
+    if "azure_rm" in credentials:
+        inject_azure_rm(credentials["azure_rm"], envvars, private_data_dir)
+        secrets.append(credentials["azure_rm"]["secret"])
+    if "kubernetes_bearer_token" in credentials:
+        inject_kubernetes_bearer_token(credentials["kubernetes_bearer_token"], envvars, private_data_dir)
+        secrets.append(credentials["kubernetes_bearer_token"]["bearer_token"])
+    runner = ansible_runner.run(
+        private_data_dir=str(private_data_dir),
+        playbook=f"{flow}.yml",
+        inventory=str(private_data_dir / "inventory" / "hosts"),
+        envvars=envvars,
+        quiet=True,
+        timeout=900,
+    )
+    return Job(runner, private_data_dir, secrets)
+
+
+@pytest.fixture
+def awx_environment(monkeypatch, tmp_path):
+    """The job's process sees only what AWX gives it: nothing of the test session's settings, no kubeconfig."""
+    for name in list(os.environ):
+        if name.startswith(("AZURE_", "K8S_", "KUBE", "LAB_", "ANSIBLE_", "REQUESTS_CA", "SSL_CERT")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
+    (tmp_path / "empty-home").mkdir()
+    return tmp_path
+
+
+def _assert_success(job: Job, flow: str) -> None:
+    assert job.runner.status == "successful", f"{flow} job {job.runner.status} (rc {job.runner.rc}):\n{job.stdout}"
+    assert job.leaks() == [], f"the {flow} job's events show secrets: {job.leaks()}"
+
+
+def test_workload_and_verify_as_awx_jobs(lab, awx_environment):
+    azure = _azure_credential(lab)
+    extravars = _extravars(lab)
+    root = awx_environment
+
+    # cluster and keyvault touch Azure only: their job templates need the Azure credential alone.
+    # The credentials first: every Kubernetes request of the jobs must then come with the ServiceAccounts' tokens.
+    workload = {"azure_rm": azure, "kubernetes_bearer_token": _kubernetes_credential(lab, "workload")}
+    verify = {"azure_rm": azure, "kubernetes_bearer_token": _kubernetes_credential(lab, "verify")}
+    mark = lab.kube_mark()
+
+    # cluster and keyvault touch Azure only: their job templates need the Azure credential alone.
+    job = _run_job(lab, root, "cluster", {"azure_rm": azure}, extravars)
+    _assert_success(job, "cluster")
+
+    job = _run_job(lab, root, "workload", workload, extravars)
+    _assert_success(job, "workload")
+    assert job.changed > 0
+
+    again = _run_job(lab, root, "workload", workload, extravars)
+    _assert_success(again, "workload (second run)")
+    assert again.changed == 0, f"the second workload run changed something:\n{again.stdout}"
+
+    job = _run_job(lab, root, "keyvault", {"azure_rm": azure}, extravars)
+    _assert_success(job, "keyvault")
+
+    job = _run_job(lab, root, "verify", verify, extravars)
+    _assert_success(job, "verify")
+    assert "1 of 1 workloads passed." in job.stdout
+    assert "exchange passed, access passed" in job.stdout
+    assert job.changed == 0
+
+    assert lab.kube_requests(mark) == [], "a job reached Kubernetes as the lab's admin, not with its bearer token"
+    service_account = kubernetes.client.CoreV1Api(_admin_client(lab)).read_namespaced_service_account(
+        SERVICE_ACCOUNT, NAMESPACE
+    )
+    assert service_account.metadata.annotations.get("azure.workload.identity/client-id")
+
+
+def test_too_little_rbac_fails_with_a_clear_error(lab, awx_environment):
+    """The verify flow's ServiceAccount may not create ServiceAccounts: the workload flow says so and stops."""
+    extravars = _extravars(lab)
+    extravars["workload_items"][0] |= {"name": "awx-denied", "namespace": "awx-denied", "service_account": "denied-api"}
+    credentials = {"azure_rm": _azure_credential(lab), "kubernetes_bearer_token": _kubernetes_credential(lab, "verify")}
+    job = _run_job(lab, awx_environment, "workload", credentials, extravars)
+    assert job.runner.status == "failed", job.stdout
+    # "Failed to list ConfigMaps in namespace 'awx-denied': Forbidden: ... cannot list resource "configmaps" ..."
+    assert "Forbidden" in job.stdout, job.stdout
+    assert f'"system:serviceaccount:{AUTOMATION_NAMESPACE}:{SERVICE_ACCOUNTS["verify"]}" cannot' in job.stdout
+    assert job.leaks() == []
