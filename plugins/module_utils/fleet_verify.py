@@ -22,6 +22,7 @@ from ansible_collections.aks.workload_identity.plugins.module_utils import trust
 from ansible_collections.aks.workload_identity.plugins.module_utils.chain_verifier import (
     MIN_TOKEN_REQUEST_SECONDS,
     Verifier,
+    validate,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.azure import Clusters, cluster_target
@@ -31,6 +32,36 @@ from ansible_collections.aks.workload_identity.plugins.module_utils.workload_ide
     identity_binding_role_name,
 )
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_items import Item
+
+# The options of a proof, shared by the modules that prove many chains (workloads_verify, issuer_rotation).
+PROOF_ARGSPEC: dict[str, dict[str, t.Any]] = {
+    "keyvault": {"type": "str", "no_log": False},  # a vault name or URL
+    "secret_name": {"type": "str", "no_log": False},  # a name, not a secret
+    "arm_resource_id": {"type": "str"},
+    "arm_api_version": {"type": "str"},
+    "propagation_timeout": {"type": "int", "default": 300},
+    "retry_interval": {"type": "int", "default": 5},
+    "webhook_dry_run": {"type": "bool", "default": True},
+    "parallel": {"type": "int", "default": fleet.DEFAULT_PARALLEL},
+}
+MAX_PARALLEL = 32
+
+
+def proof_option_errors(params: t.Mapping[str, t.Any]) -> list[str]:
+    """The rules of the proof options (wid_verify's own, over a stand-in workload), checked before any request."""
+    errors = []
+    if not 1 <= params["parallel"] <= MAX_PARALLEL:
+        errors.append(f"parallel: must be 1-{MAX_PARALLEL}, got {params['parallel']}")
+    probe = {
+        **params,
+        "namespace": "probe",
+        "service_account": "probe",
+        "identity_client_id": None,
+        "tenant_id": None,
+        "token_expiration": MIN_TOKEN_REQUEST_SECONDS,
+    }
+    return errors + validate(probe)
+
 
 BEFORE_ACCESS = (tc.SERVICEACCOUNT, tc.CLUSTER, tc.CREDENTIAL, tc.TOKEN, tc.EXCHANGE)
 

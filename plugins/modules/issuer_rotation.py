@@ -235,7 +235,11 @@ import typing as t
 from ansible_collections.aks.workload_identity.plugins.module_utils import fleet, rotation
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import AZURE_AUTH_ARGSPEC, AzureModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.fleet_verify import Verification
+from ansible_collections.aks.workload_identity.plugins.module_utils.fleet_verify import (
+    PROOF_ARGSPEC,
+    Verification,
+    proof_option_errors,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8S_AUTH_ARGSPEC, K8sModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
@@ -258,14 +262,7 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "default_location": {"type": "str"},
     "prove": {"type": "bool", "default": True},
     "retire_old": {"type": "bool", "default": False},
-    "keyvault": {"type": "str", "no_log": False},
-    "secret_name": {"type": "str", "no_log": False},
-    "arm_resource_id": {"type": "str"},
-    "arm_api_version": {"type": "str"},
-    "propagation_timeout": {"type": "int", "default": 300},
-    "retry_interval": {"type": "int", "default": 5},
-    "webhook_dry_run": {"type": "bool", "default": True},
-    "parallel": {"type": "int", "default": fleet.DEFAULT_PARALLEL},
+    **PROOF_ARGSPEC,
 }
 MODULE_KWARGS: dict[str, t.Any] = {
     "required_together": [("old_cluster_resource_group", "old_cluster_name"), ("keyvault", "secret_name")],
@@ -275,9 +272,7 @@ MODULE_KWARGS: dict[str, t.Any] = {
 
 
 def check_options(params: dict[str, t.Any]) -> list[str]:
-    errors = []
-    if not 1 <= params["parallel"] <= 32:
-        errors.append(f"parallel: must be 1-32, got {params['parallel']}")
+    errors = proof_option_errors({**params, "issuer_url": None, "cluster_resource_group": None, "cluster_name": None})
     for prefix in ("old_", "new_"):
         if params[f"{prefix}cluster_name"] is not None:
             errors += validate_resource_group_name(

@@ -269,15 +269,14 @@ api_calls:
 
 import typing as t
 
-from ansible_collections.aks.workload_identity.plugins.module_utils import fleet
 from ansible_collections.aks.workload_identity.plugins.module_utils import trust_check as tc
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import AZURE_AUTH_ARGSPEC, AzureModule
-from ansible_collections.aks.workload_identity.plugins.module_utils.chain_verifier import (
-    MIN_TOKEN_REQUEST_SECONDS,
-    validate,
-)
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.fleet_verify import Verification
+from ansible_collections.aks.workload_identity.plugins.module_utils.fleet_verify import (
+    PROOF_ARGSPEC,
+    Verification,
+    proof_option_errors,
+)
 from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import new_module
 from ansible_collections.aks.workload_identity.plugins.module_utils.k8s_client import K8S_AUTH_ARGSPEC, K8sModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_items import (
@@ -291,35 +290,13 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "cluster_resource_group": {"type": "str"},
     "cluster_name": {"type": "str"},
     "prove": {"type": "bool", "default": True},
-    "keyvault": {"type": "str", "no_log": False},  # a vault name or URL
-    "secret_name": {"type": "str", "no_log": False},  # a name, not a secret
-    "arm_resource_id": {"type": "str"},
-    "arm_api_version": {"type": "str"},
-    "propagation_timeout": {"type": "int", "default": 300},
-    "retry_interval": {"type": "int", "default": 5},
-    "webhook_dry_run": {"type": "bool", "default": True},
-    "parallel": {"type": "int", "default": fleet.DEFAULT_PARALLEL},
+    **PROOF_ARGSPEC,
 }
 
 MODULE_KWARGS: dict[str, t.Any] = {
     "required_together": [("cluster_resource_group", "cluster_name"), ("keyvault", "secret_name")],
     "mutually_exclusive": [("keyvault", "arm_resource_id")],
 }
-
-
-def check_options(params: dict[str, t.Any]) -> list[str]:
-    errors = []
-    if not 1 <= params["parallel"] <= 32:
-        errors.append(f"parallel: must be 1-32, got {params['parallel']}")
-    probe = {
-        **params,
-        "namespace": "probe",
-        "service_account": "probe",
-        "identity_client_id": None,
-        "tenant_id": None,
-        "token_expiration": MIN_TOKEN_REQUEST_SECONDS,
-    }
-    return errors + validate(probe)
 
 
 def main() -> None:
@@ -330,7 +307,7 @@ def main() -> None:
     secrets = [module.params.get("secret"), module.params.get("api_key")]
     try:
         items, errors = parse_items(module.params["items"], accept_results=True)
-        errors = check_options(module.params) + (
+        errors = proof_option_errors(module.params) + (
             errors
             or validate_fleet(
                 items,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from azure.mgmt.msi import ManagedServiceIdentityClient
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from tests.integration.runner import run_module
+from tests.integration.sdk import sdk_client
 
 
 @pytest.fixture(scope="module")
@@ -22,3 +24,9 @@ def cluster(lab) -> dict[str, str]:
 def core(lab) -> k8s.CoreV1Api:
     """A kubernetes client of the lab's admin, to check and plant state without the collection."""
     return k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(lab.admin_kubeconfig)))
+
+
+@pytest.fixture(scope="module")
+def msi(lab) -> ManagedServiceIdentityClient:
+    """An MSI client of the test's own, to plant identities and credentials and to check what a module did."""
+    return sdk_client(lab, ManagedServiceIdentityClient)

@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from azure.identity import ClientSecretCredential
 from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.containerservice import models as aks_models
 from azure.mgmt.msi import ManagedServiceIdentityClient
@@ -21,6 +20,7 @@ from azure.mgmt.resource.resources import ResourceManagementClient
 
 from tests.integration.inprocess import Probed, run_inprocess
 from tests.integration.runner import run_module
+from tests.integration.sdk import sdk_client
 
 pytestmark = pytest.mark.lab
 
@@ -66,26 +66,10 @@ def eventually(read, done, timeout: float = 20.0):
 
 @pytest.fixture(scope="module")
 def sdk(lab) -> dict:
-    env = lab.env
-    credential = ClientSecretCredential(
-        env["AZURE_TENANT"],
-        env["AZURE_CLIENT_ID"],
-        env["AZURE_SECRET"],
-        authority=lab.emulator_url,
-        disable_instance_discovery=True,
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
-    common = {
-        "base_url": lab.emulator_url,
-        "credential_scopes": [ARM_SCOPE],
-        "connection_verify": env["AZURE_CA_BUNDLE"],
-        "polling_interval": 0.2,
-    }
-    subscription = env["AZURE_SUBSCRIPTION_ID"]
     return {
-        "aks": ContainerServiceClient(credential, subscription, **common),
-        "msi": ManagedServiceIdentityClient(credential, subscription, **common),
-        "resources": ResourceManagementClient(credential, subscription, **common),
+        "aks": sdk_client(lab, ContainerServiceClient, polling_interval=0.2),
+        "msi": sdk_client(lab, ManagedServiceIdentityClient, polling_interval=0.2),
+        "resources": sdk_client(lab, ResourceManagementClient, polling_interval=0.2),
     }
 
 
@@ -376,7 +360,7 @@ def test_a_missing_identity_fails_a_run_and_is_a_warning_in_check_mode(lab, sdk,
 
 # --- bad input -------------------------------------------------------------------------------------------------------
 BAD_INPUTS = [
-    ({"name": "id-orders"}, "name: must be 1-64 lower-case letters or digits"),
+    ({"name": "id-orders"}, "name: must be 1-63 lower-case letters or digits"),
     ({"name": "Orders"}, "name:"),
     ({"name": 12}, "name: must be a string"),
     ({"cluster_name": "-aks"}, "cluster_name:"),

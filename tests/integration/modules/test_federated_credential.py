@@ -8,8 +8,6 @@ import concurrent.futures
 import uuid
 
 import pytest
-from azure.identity import ClientSecretCredential
-from azure.mgmt.msi import ManagedServiceIdentityClient
 
 from ansible_collections.aks.workload_identity.plugins.module_utils import workload_identity as wi
 from tests.integration.runner import run_module
@@ -30,26 +28,6 @@ def credential_requests(lab, since: int, method: str | None = None) -> list[dict
         for r in arm_requests(lab, since)
         if "/federatedidentitycredentials" in r["path"].lower() and (method is None or r["method"] == method)
     ]
-
-
-@pytest.fixture(scope="module")
-def msi(lab) -> ManagedServiceIdentityClient:
-    env = lab.env
-    credential = ClientSecretCredential(
-        env["AZURE_TENANT"],
-        env["AZURE_CLIENT_ID"],
-        env["AZURE_SECRET"],
-        authority=lab.emulator_url,
-        disable_instance_discovery=True,
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
-    return ManagedServiceIdentityClient(
-        credential,
-        env["AZURE_SUBSCRIPTION_ID"],
-        base_url=lab.emulator_url,
-        credential_scopes=["https://management.core.windows.net/.default"],
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
 
 
 @pytest.fixture

@@ -8,34 +8,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from azure.identity import ClientSecretCredential
-from azure.mgmt.msi import ManagedServiceIdentityClient
 
 from tests.integration.runner import run_module
 
 pytestmark = pytest.mark.lab
 
 MODULE = "issuer_rotation"
-
-
-@pytest.fixture(scope="module")
-def msi(lab) -> ManagedServiceIdentityClient:
-    env = lab.env
-    credential = ClientSecretCredential(
-        env["AZURE_TENANT"],
-        env["AZURE_CLIENT_ID"],
-        env["AZURE_SECRET"],
-        authority=lab.emulator_url,
-        disable_instance_discovery=True,
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
-    return ManagedServiceIdentityClient(
-        credential,
-        env["AZURE_SUBSCRIPTION_ID"],
-        base_url=lab.emulator_url,
-        credential_scopes=["https://management.core.windows.net/.default"],
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
 
 
 def old_issuer(lab) -> str:

@@ -6,8 +6,6 @@ import uuid
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from azure.identity import ClientSecretCredential
-from azure.mgmt.msi import ManagedServiceIdentityClient
 
 from tests.integration.runner import run_module
 
@@ -17,27 +15,6 @@ pytestmark = pytest.mark.lab
 def arm_requests(lab, since: int) -> list[dict]:
     """ARM requests since ``since``, without the cloud metadata document (read once per run, not an ARM call)."""
     return [r for r in lab.requests(since) if r["plane"] == "arm" and not r["path"].startswith("/metadata/")]
-
-
-@pytest.fixture(scope="module")
-def msi(lab) -> ManagedServiceIdentityClient:
-    """An SDK client of our own, to check what the module did without asking the module."""
-    env = lab.env
-    credential = ClientSecretCredential(
-        env["AZURE_TENANT"],
-        env["AZURE_CLIENT_ID"],
-        env["AZURE_SECRET"],
-        authority=lab.emulator_url,
-        disable_instance_discovery=True,
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
-    return ManagedServiceIdentityClient(
-        credential,
-        env["AZURE_SUBSCRIPTION_ID"],
-        base_url=lab.emulator_url,
-        credential_scopes=["https://management.core.windows.net/.default"],
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
 
 
 @pytest.fixture

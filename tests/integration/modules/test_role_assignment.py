@@ -10,7 +10,6 @@ import uuid
 from typing import Any
 
 import pytest
-from azure.identity import ClientSecretCredential
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
 from azure.mgmt.msi import ManagedServiceIdentityClient
@@ -18,6 +17,7 @@ from azure.mgmt.msi import ManagedServiceIdentityClient
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.role_assignment import assignment_name
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import ROLE_READER
 from tests.integration.runner import run_module
+from tests.integration.sdk import sdk_client
 
 pytestmark = pytest.mark.lab
 
@@ -29,25 +29,6 @@ MANAGED_IDENTITY_OPERATOR = "f1a07417-d97a-45cb-824c-7a7467783830"  # a built-in
 def arm_requests(lab, since: int) -> list[dict[str, Any]]:
     """ARM requests since ``since``, without the cloud metadata document (read once per run, not an ARM call)."""
     return [r for r in lab.requests(since) if r["plane"] == "arm" and not r["path"].startswith("/metadata/")]
-
-
-def sdk_client(lab, factory: Any) -> Any:
-    env = lab.env
-    credential = ClientSecretCredential(
-        env["AZURE_TENANT"],
-        env["AZURE_CLIENT_ID"],
-        env["AZURE_SECRET"],
-        authority=lab.emulator_url,
-        disable_instance_discovery=True,
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
-    return factory(
-        credential,
-        env["AZURE_SUBSCRIPTION_ID"],
-        base_url=lab.emulator_url,
-        credential_scopes=[ARM_SCOPE],
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
 
 
 @pytest.fixture(scope="module")

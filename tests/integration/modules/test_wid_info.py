@@ -9,8 +9,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from azure.identity import ClientSecretCredential
-from azure.mgmt.msi import ManagedServiceIdentityClient
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -23,26 +21,6 @@ USE_LABEL = "azure.workload.identity/use"
 CLIENT_ID_KEY = "azure.workload.identity/client-id"
 UNKNOWN_CLIENT_ID = "00000000-0000-4000-8000-00000000beef"
 KUBE_LISTS = ("serviceaccounts", "deployments", "statefulsets", "daemonsets", "jobs", "cronjobs", "pods")
-
-
-@pytest.fixture(scope="module")
-def msi(lab) -> ManagedServiceIdentityClient:
-    env = lab.env
-    credential = ClientSecretCredential(
-        env["AZURE_TENANT"],
-        env["AZURE_CLIENT_ID"],
-        env["AZURE_SECRET"],
-        authority=lab.emulator_url,
-        disable_instance_discovery=True,
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
-    return ManagedServiceIdentityClient(
-        credential,
-        env["AZURE_SUBSCRIPTION_ID"],
-        base_url=lab.emulator_url,
-        credential_scopes=["https://management.core.windows.net/.default"],
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import collections
 import uuid
 
 import pytest
-from azure.identity import ClientSecretCredential
 from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.containerservice import models as aks_models
 from azure.mgmt.msi import ManagedServiceIdentityClient
@@ -25,6 +24,7 @@ from kubernetes import config as k8s_config
 
 from ansible_collections.aks.workload_identity.plugins.module_utils import workload_identity as wi
 from tests.integration.runner import run_module
+from tests.integration.sdk import sdk_client
 
 pytestmark = pytest.mark.lab
 
@@ -42,26 +42,10 @@ BINDING_CALLS = {
 # --- clients and helpers ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sdk(lab) -> dict:
-    env = lab.env
-    credential = ClientSecretCredential(
-        env["AZURE_TENANT"],
-        env["AZURE_CLIENT_ID"],
-        env["AZURE_SECRET"],
-        authority=lab.emulator_url,
-        disable_instance_discovery=True,
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
-    common = {
-        "base_url": lab.emulator_url,
-        "credential_scopes": ["https://management.core.windows.net/.default"],
-        "connection_verify": env["AZURE_CA_BUNDLE"],
-        "polling_interval": 0.2,
-    }
-    subscription = env["AZURE_SUBSCRIPTION_ID"]
     return {
-        "aks": ContainerServiceClient(credential, subscription, **common),
-        "msi": ManagedServiceIdentityClient(credential, subscription, **common),
-        "resources": ResourceManagementClient(credential, subscription, **common),
+        "aks": sdk_client(lab, ContainerServiceClient, polling_interval=0.2),
+        "msi": sdk_client(lab, ManagedServiceIdentityClient, polling_interval=0.2),
+        "resources": sdk_client(lab, ResourceManagementClient, polling_interval=0.2),
     }
 
 
