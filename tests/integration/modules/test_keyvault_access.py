@@ -17,21 +17,16 @@ from azure.mgmt.keyvault.models import (
     VaultAccessPolicyParameters,
     VaultAccessPolicyProperties,
 )
-from azure.mgmt.msi import ManagedServiceIdentityClient
 
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile.role_assignment import assignment_name
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
     ROLE_KEY_VAULT_SECRETS_USER,
 )
-from tests.integration.modules.test_role_assignment import arm_requests, assignments_in_state, sdk_client
+from tests.integration.modules.test_role_assignment import arm_requests, assignments_in_state
 from tests.integration.runner import run_module
+from tests.integration.sdk import sdk_client
 
 pytestmark = pytest.mark.lab
-
-
-@pytest.fixture(scope="module")
-def msi(lab) -> ManagedServiceIdentityClient:
-    return sdk_client(lab, ManagedServiceIdentityClient)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from azure.identity import ClientSecretCredential
-from azure.mgmt.msi import ManagedServiceIdentityClient
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -27,26 +25,6 @@ GROUP, VERSION = "aadpodidentity.k8s.io", "v1"
 def api(lab) -> k8s.ApiClient:
     lab.install_pod_identity_crds()
     return k8s_config.new_client_from_config(config_file=str(lab.admin_kubeconfig))
-
-
-@pytest.fixture(scope="module")
-def msi(lab) -> ManagedServiceIdentityClient:
-    env = lab.env
-    credential = ClientSecretCredential(
-        env["AZURE_TENANT"],
-        env["AZURE_CLIENT_ID"],
-        env["AZURE_SECRET"],
-        authority=lab.emulator_url,
-        disable_instance_discovery=True,
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
-    return ManagedServiceIdentityClient(
-        credential,
-        env["AZURE_SUBSCRIPTION_ID"],
-        base_url=lab.emulator_url,
-        credential_scopes=["https://management.core.windows.net/.default"],
-        connection_verify=env["AZURE_CA_BUNDLE"],
-    )
 
 
 def deployment(name: str, selector: str, service_account: str | None = None) -> dict:
