@@ -372,7 +372,7 @@ def _workload_view(workload: Workload, chosen: list[tuple[dict, dict]]) -> dict[
         "label": workload.label,
         "selector": workload.selector,
         "service_account_before": workload.service_account or DEFAULT_SERVICE_ACCOUNT,
-        "bindings": [f"{b['namespace']}/{b['name']}" for b, _ in chosen],
+        "bindings": [f"{pair[0]['namespace']}/{pair[0]['name']}" for pair in chosen],
         "status": PLANNED,
         "reason": "",
     }

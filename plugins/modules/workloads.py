@@ -351,8 +351,8 @@ workloads:
       type: bool
     failed_step:
       description:
-        - The step that failed (V(identity), V(identity_binding), V(identity_binding_access), V(namespace), V(service_account), V(federated_credential), V(grants),
-          V(configmap), V(pod_templates), V(keyvault_access)).
+        - The step that failed (V(identity), V(identity_binding), V(identity_binding_access), V(namespace),
+          V(service_account), V(federated_credential), V(grants), V(configmap), V(pod_templates), V(keyvault_access)).
       type: str
     error:
       description: Why it failed, naming the object and the service's error code.

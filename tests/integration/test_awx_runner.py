@@ -84,7 +84,7 @@ def _admin_client(lab) -> Any:
 def _apply(api_client: Any, path: Path) -> None:
     from kubernetes.utils import FailToCreateError, create_from_dict
 
-    for document in yaml.safe_load_all(path.read_text()):
+    for document in yaml.safe_load(path.read_text())["items"]:  # one v1 List per file
         try:
             create_from_dict(api_client, document)
         except FailToCreateError as error:  # already there (the namespace both files declare, a second session)

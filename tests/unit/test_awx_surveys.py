@@ -127,5 +127,5 @@ def test_credential_types_name_every_flow_and_awx_types():
 @pytest.mark.parametrize("flow", ["workload", "verify"])
 def test_kubernetes_flows_ship_their_rbac(flow):
     assert "kubernetes_bearer_token" in yaml.safe_load((AWX / "credential_types.yml").read_text())[flow]
-    kinds = [d["kind"] for d in yaml.safe_load_all((AWX / "rbac" / f"{flow}.yml").read_text())]
+    kinds = [d["kind"] for d in yaml.safe_load((AWX / "rbac" / f"{flow}.yml").read_text())["items"]]
     assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"} <= set(kinds)

@@ -17,6 +17,7 @@ Private to this collection: the names here may change without notice.
 
 from __future__ import annotations
 
+import functools
 import json
 import typing as t
 from dataclasses import dataclass
@@ -844,14 +845,7 @@ class PodIdentityObjects(_Gateway):
         token: str | None = None
         while True:
             kwargs: dict[str, t.Any] = {"_preload_content": False, **({"_continue": token} if token else {})}
-            if namespace is None:
-                call = lambda kwargs=kwargs: self.api.list_cluster_custom_object(  # noqa: E731
-                    POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, plural, **kwargs
-                )
-            else:
-                call = lambda kwargs=kwargs: self.api.list_namespaced_custom_object(  # noqa: E731
-                    POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, namespace, plural, **kwargs
-                )
+            call = functools.partial(self._page, plural, namespace, **kwargs)
             where = "in all namespaces" if namespace is None else f"in namespace '{namespace}'"
             response = self._counted(
                 f"kubernetes.{plural}.list", call, f"list {plural}.{POD_IDENTITY_GROUP}", where, none_if_not_found=True
@@ -863,6 +857,13 @@ class PodIdentityObjects(_Gateway):
             token = (document.get("metadata") or {}).get("continue")
             if not token:
                 return items
+
+    def _page(self, plural: str, namespace: str | None, **kwargs: t.Any) -> t.Any:
+        if namespace is None:
+            return self.api.list_cluster_custom_object(POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, plural, **kwargs)
+        return self.api.list_namespaced_custom_object(
+            POD_IDENTITY_GROUP, POD_IDENTITY_VERSION, namespace, plural, **kwargs
+        )
 
     def list(self, kind: str, namespace: str | None = None) -> list[dict[str, t.Any]] | None:
         found = self.list_json(kind, namespace)
@@ -890,10 +891,12 @@ class LabelledObjects(_Gateway):
         """Every workload of the kind (normalised): one LIST (per page)."""
         spec = KINDS[kind]
         client = self.api[spec.api]
-        if namespace is None:
-            method = getattr(client, f"list_{spec.resource}_for_all_namespaces")
-        else:
-            method = lambda **kwargs: getattr(client, f"list_namespaced_{spec.resource}")(namespace, **kwargs)  # noqa: E731
+
+        def method(**kwargs: t.Any) -> t.Any:
+            if namespace is None:
+                return getattr(client, f"list_{spec.resource}_for_all_namespaces")(**kwargs)
+            return getattr(client, f"list_namespaced_{spec.resource}")(namespace, **kwargs)
+
         items = self._list_json(
             f"kubernetes.{spec.resource}.list",
             method,
@@ -905,10 +908,12 @@ class LabelledObjects(_Gateway):
     def pods(self, label: str, namespace: str | None = None) -> list[dict[str, t.Any]]:
         """The pods that carry ``label`` (any value), as API dicts: one LIST (per page) with a label selector."""
         core = self.api["core_v1"]
-        if namespace is None:
-            method = lambda **kwargs: core.list_pod_for_all_namespaces(label_selector=label, **kwargs)  # noqa: E731
-        else:
-            method = lambda **kwargs: core.list_namespaced_pod(namespace, label_selector=label, **kwargs)  # noqa: E731
+
+        def method(**kwargs: t.Any) -> t.Any:
+            if namespace is None:
+                return core.list_pod_for_all_namespaces(label_selector=label, **kwargs)
+            return core.list_namespaced_pod(namespace, label_selector=label, **kwargs)
+
         return self._list_json(
             "kubernetes.pods.list",
             method,

@@ -189,9 +189,9 @@ def planted(lab, sdk, kube, cluster):
             [{"kind": "Group", "name": f"system:serviceaccounts:{namespace}", "apiGroup": "rbac.authorization.k8s.io"}],
         ),
     }
-    for role, role_binding in hand_made.values():
-        rbac.create_cluster_role(role)
-        rbac.create_cluster_role_binding(role_binding)
+    for pair in hand_made.values():
+        rbac.create_cluster_role(pair[0])
+        rbac.create_cluster_role_binding(pair[1])
     yield {
         "rg": rg,
         "tag": tag,

@@ -184,7 +184,7 @@ def test_identity_binding_options_are_checked():
 
 
 def test_binding_items_default_their_binding_name_from_the_identity():
-    parsed, _ = parse_items(
+    parsed, _errors = parse_items(
         [item("a", identity={"name": "Id_Orders-1", "resource_group": "rg"}, federation="identity_binding")]
     )
     assert parsed[0].binding_name == "idorders1"

@@ -246,12 +246,11 @@ def test_a_missing_root_ca_configmap_means_the_pods_cannot_start(world, capsys):
 def test_check_mode_asks_the_review_and_dry_runs_but_mints_no_token(world, capsys):
     world.allowed = False
     world.bindings = []
-    monkey_rbac = types.SimpleNamespace(
-        read_cluster_role=lambda name, _preload_content=False: (_ for _ in ()).throw(k8s.ApiException(status=404)),
-        read_cluster_role_binding=lambda name, _preload_content=False: (_ for _ in ()).throw(
-            k8s.ApiException(status=404)
-        ),
-    )
+
+    def not_found(name, _preload_content=False):
+        raise k8s.ApiException(status=404)
+
+    monkey_rbac = types.SimpleNamespace(read_cluster_role=not_found, read_cluster_role_binding=not_found)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(K8sModule, "rbac_v1", property(lambda self: monkey_rbac))
         result = run(capsys, check_mode=True)
