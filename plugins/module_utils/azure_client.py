@@ -452,20 +452,20 @@ def token_proxy_unsupported(version: str | None = AZURE_IDENTITY_VERSION) -> str
 
 @contextlib.contextmanager
 def _proxy_environment(values: t.Mapping[str, str]) -> t.Iterator[None]:
-    """``values`` as the only token proxy settings in os.environ for the duration, under the lock."""
+    """``values`` as the only token proxy settings in os.environ for the duration, under the lock.
+
+    A setting is never deleted from os.environ, only set to "" (which azure-identity treats as unset): other threads
+    read os.environ meanwhile without this lock (requests looks up proxy settings by iterating it on every request),
+    and a key deleted between their listing of the keys and their read of it raises KeyError in them."""
     with _PROXY_ENVIRONMENT_LOCK:
-        saved = {name: os.environ.get(name) for name in TOKEN_PROXY_ENVIRONMENT}
+        saved = {name: os.environ.get(name, "") for name in TOKEN_PROXY_ENVIRONMENT}
         try:
             for name in TOKEN_PROXY_ENVIRONMENT:
-                os.environ.pop(name, None)
-            os.environ.update(values)
+                os.environ[name] = values.get(name, "")
             yield
         finally:
             for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+                os.environ[name] = value
 
 
 def _private_file(folder: str, name: str, content: str) -> str:

@@ -60,7 +60,7 @@ def test_the_token_request_goes_to_the_proxy_trusting_the_injected_ca_alone(http
         files = sorted(p.name for p in folder.iterdir())
         assert files == ["ca.crt", "token"]
         assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
-        assert all(name not in os.environ for name in PROXY_NAMES)  # read by the constructor, then restored
+        assert all(os.environ.get(name, "") == "" for name in PROXY_NAMES)  # read by the constructor, then reset
         assert credential.get_token(SCOPE).token == "workload-access-token"
     assert list(private_tmp.glob("wid-verify-*")) == []  # the token and the CA are gone with the context
     [request] = https_server.requests
@@ -90,7 +90,7 @@ def test_the_callers_environment_is_restored_and_never_leaks_into_the_credential
         credential.get_token(SCOPE)
     assert os.environ["AZURE_KUBERNETES_CA_DATA"] == "the controller's own"
     assert os.environ["AZURE_KUBERNETES_TOKEN_PROXY"] == "https://controller.example"
-    assert "AZURE_KUBERNETES_SNI_NAME" not in os.environ and "AZURE_KUBERNETES_CA_FILE" not in os.environ
+    assert os.environ.get("AZURE_KUBERNETES_SNI_NAME", "") == os.environ.get("AZURE_KUBERNETES_CA_FILE", "") == ""
 
 
 def test_credentials_built_in_parallel_keep_their_own_proxy(https_server, pki):
@@ -118,6 +118,35 @@ def test_credentials_built_in_parallel_keep_their_own_proxy(https_server, pki):
         thread.join()
     assert errors == []
     assert len(https_server.requests) == 4
+
+
+def test_other_threads_reading_the_environment_meanwhile_never_miss_a_key(https_server, pki):
+    """requests reads the proxy settings by iterating os.environ on every request, in every thread: a setting deleted
+    between its listing of the keys and its read of one raised KeyError there (seen with 25 proofs in parallel)."""
+    token_route(https_server)
+    ca = pki.ca_file.read_text()
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def read_environment() -> None:
+        while not stop.is_set():
+            try:
+                dict(os.environ.items())
+            except KeyError as exc:
+                failures.append(exc)
+
+    readers = [threading.Thread(target=read_environment) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for _ in range(200):
+            with proxy_credential(CLOUD, {}, TENANT, CLIENT, ASSERTION, TokenProxy(https_server.url, "127.0.0.1", ca)):
+                pass
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert failures == []
 
 
 def test_an_unreachable_proxy_fails_fast_as_a_connection_error_not_a_tls_one(pki):
@@ -169,7 +198,7 @@ def test_settings_a_pod_would_be_refused_with_are_refused_the_same(proxy, messag
     with pytest.raises(ValueError, match=message), proxy_credential(CLOUD, {}, TENANT, CLIENT, ASSERTION, proxy):
         pass
     assert list(private_tmp.glob("wid-verify-*")) == []
-    assert all(name not in os.environ for name in PROXY_NAMES)
+    assert all(os.environ.get(name, "") == "" for name in PROXY_NAMES)
 
 
 @pytest.mark.parametrize(
