@@ -135,11 +135,11 @@ def test_other_threads_reading_the_environment_meanwhile_never_miss_a_key(https_
             except KeyError as exc:
                 failures.append(exc)
 
-    readers = [threading.Thread(target=read_environment) for _ in range(2)]
+    readers = [threading.Thread(target=read_environment) for _reader in range(2)]
     for reader in readers:
         reader.start()
     try:
-        for _ in range(200):
+        for _round in range(200):
             with proxy_credential(CLOUD, {}, TENANT, CLIENT, ASSERTION, TokenProxy(https_server.url, "127.0.0.1", ca)):
                 pass
     finally:
