@@ -942,12 +942,17 @@ class Fleet:
         keyvaults: list[dict[str, t.Any]],
         kubernetes: bool = True,
         delete_binding_credential: bool = False,
+        grants_only: bool = False,
     ) -> tuple[list[WorkloadRun], list[dict[str, t.Any]]]:
         """``kubernetes`` false: the cluster is gone, and its Kubernetes objects and identity bindings with it.
         ``delete_binding_credential``: the aks-identity-binding credential goes with the identity's last binding
-        here (AKS never removes it; only the caller knows that no other cluster binds the identity)."""
+        here (AKS never removes it; only the caller knows that no other cluster binds the identity).
+        ``grants_only``: only the items' grants go (a workload that stays but lists fewer grants); the identity,
+        its credential and the Kubernetes objects stay."""
         runs = [WorkloadRun(item) for item in items]
         groups = identity_groups(items)
+        keep_identity = keep_identity or grants_only
+        kubernetes = kubernetes and not grants_only
         self.read_azure(items)
         if kubernetes:
             self.read_kubernetes(items)
@@ -963,9 +968,11 @@ class Fleet:
         for run in runs:
             by_identity.setdefault(run.item.identity.key, []).append(run)
             self._plan_removal(
-                run, staying, issuer, delete_service_account, kubernetes, decisions[run.item.identity.key]
+                run, staying, issuer, delete_service_account, kubernetes, decisions[run.item.identity.key], grants_only
             )
         for key, members in by_identity.items():
+            if grants_only:
+                continue
             if kubernetes:
                 self._plan_binding_removal(members, decisions[key], key in unbinding, delete_binding_credential)
             self._plan_identity_removal(members, decisions[key], keyvaults)
@@ -1107,6 +1114,7 @@ class Fleet:
         delete_service_account: bool,
         kubernetes: bool,
         decision: dict[str, t.Any],
+        grants_only: bool = False,
     ) -> None:
         item = run.item
         principal_id = (decision["identity"] or {}).get("principal_id")
@@ -1126,7 +1134,7 @@ class Fleet:
             (CONFIGMAP, lambda: self._plan_configmap_removal(item, remove_keys) if kubernetes else []),
             (SERVICE_ACCOUNT, lambda: self._plan_service_account_removal(item, remove_keys) if kubernetes else []),
         ]
-        _record_plans(run, steps)
+        _record_plans(run, steps[1:2] if grants_only else steps)
 
     def _plan_grant_removal(self, item: Item, principal_id: str | None, kept: set[tuple[str, str]]) -> list[Planned]:
         planned = []
