@@ -454,7 +454,9 @@ def message(decision: Decision, outcome: str, detail: str = "") -> str:
 def event_name(service_account: str, uid: str, outcome: str, text: str) -> str:
     """One Event per ServiceAccount, outcome and message: a repeated reconcile finds it and writes no other."""
     digest = hashlib.sha256(f"{uid}\n{outcome}\n{text}".encode()).hexdigest()[:12]
-    return f"{service_account[:230]}.onboarding.{digest}"
+    suffix = f".onboarding.{digest}"
+    # A DNS subdomain of at most 253 characters; a cut ServiceAccount name must not end in '.' or '-'.
+    return service_account[: 253 - len(suffix)].rstrip(".-") + suffix
 
 
 def event_body(
