@@ -295,6 +295,7 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "retry_interval": {"type": "int", "default": 5},
     "parallel": {"type": "int", "default": fleet.DEFAULT_PARALLEL},
 }
+MANAGED_BY, COLLECTION = "app.kubernetes.io/managed-by", "aks.workload_identity"
 MODULE_KWARGS: dict[str, t.Any] = {
     "required_together": [("cluster_resource_group", "cluster_name")],
     "required_one_of": [("issuer_url", "cluster_name")],
@@ -344,6 +345,7 @@ class Run:
         self.check_mode = module.check_mode
         self.writes = 0
         self.registry_exists = False
+        self.registry_namespace_exists = True
         self.registry_uid: str | None = None
 
     def _gateway(self, kind: type) -> t.Any:
@@ -366,6 +368,10 @@ class Run:
         accounts = self._gateway(ServiceAccounts).list_all_json()
         registry = self._gateway(ConfigMaps).read(self.params["registry_namespace"], self.params["registry_name"])
         self.registry_exists = registry is not None
+        if registry is None:  # its parent, read now: the first write of the run creates both when absent
+            self.registry_namespace_exists = (
+                self._gateway(Namespaces).read(self.params["registry_namespace"]) is not None
+            )
         records, problems = onboarding.parse_registry((registry or {}).get("data"))
         return accounts, records, problems
 
@@ -388,20 +394,16 @@ class Run:
         data = {key: None if record is None else json.dumps(record, sort_keys=True) for key, record in entries.items()}
         configmaps = self._gateway(ConfigMaps)
         if not self.registry_exists:
-            namespaces = self._gateway(Namespaces)
-            if namespaces.read(namespace) is None:
-                with contextlib.suppress(Raced):  # created by a concurrent run meanwhile: what we wanted
-                    namespaces.create(namespace, {"app.kubernetes.io/managed-by": "aks.workload_identity"})
             body = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {
-                    "name": name,
-                    "namespace": namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "aks.workload_identity"},
-                },
+                "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY: COLLECTION}},
                 "data": {k: v for k, v in data.items() if v is not None},
             }
+            if not self.registry_namespace_exists:  # as read before the first write
+                with contextlib.suppress(Raced):  # created by a concurrent run meanwhile: what we wanted
+                    self._gateway(Namespaces).create(namespace, {MANAGED_BY: COLLECTION})
+                self.registry_namespace_exists = True
             try:
                 configmaps.create(namespace, body)
                 self.registry_exists = True
