@@ -63,7 +63,7 @@ phase unit "$py" -m pytest -q tests/unit
 phase lab "$py" -m pytest -q tests/lab
 together \
   integration "$py -m pytest -q tests/integration/modules" \
-  molecule "$py -m pytest -q tests/integration/test_molecule.py"
+  flows "$py -m pytest -q tests/integration --ignore=tests/integration/modules"
 
 printf '== make test: %d s\n%s' $((SECONDS - started)) "$summary"
 if ((${#failed[@]})); then
