@@ -42,15 +42,22 @@ description:
     C(aks.workload_identity.onboarding) runs it on every change (see the README's EDA section).
   - Check mode plans everything and writes nothing, not even the registry, an annotation or an Event.
 author:
-  - Contributors to the aks.workload_identity collection
+  - Contributors to the aks.workload_identity collection (!UNKNOWN)
 extends_documentation_fragment:
   - aks.workload_identity.azure_auth
   - aks.workload_identity.k8s_auth
 attributes:
   check_mode:
     support: full
+    description:
+      - Plans everything from the same reads and writes nothing - no registry entry, annotation, Event or dry run;
+        no proof runs (a token request is a write). New or changed requests report the status V(pending).
   diff_mode:
     support: full
+    description: One diff per ServiceAccount whose chain changes (each fleet step's object before and after).
+  idempotent:
+    support: full
+    description: A second run with nothing changed in the cluster or the policy writes nothing.
 options:
   policy:
     description: What the platform team allows. Every rule is checked before the first request.
@@ -221,7 +228,7 @@ requests:
       description: Name of the Event written (or that would be), V(null) when the outcome was already reported.
       type: str
     line:
-      description: One line a person reads, C(<namespace>/<service account>: <status> - <message>).
+      description: "One line a person reads: C(<namespace>/<service account>: <status> - <message>)."
       type: str
     reasons:
       description: Why the request was refused (every reason), or why it was offboarded.
