@@ -14,7 +14,8 @@ AWX passes the job's environment to ansible-runner as ``envvars`` and writes ext
 
 The Kubernetes credential holds the token of a ServiceAccount bound to the flow's ClusterRole shipped in
 extensions/awx/rbac/<flow>.yml, minted with a TokenRequest; the apiserver's audit log shows that the lab's admin
-made no request during the jobs.
+made no request during the jobs, that no flow was refused a request its role should allow, and that the audit
+flow's ServiceAccount only read. Each test owns its workload (namespace, ServiceAccount, identity names).
 """
 
 from __future__ import annotations
@@ -41,10 +42,18 @@ pytestmark = pytest.mark.lab
 
 RBAC = REPO / "extensions" / "awx" / "rbac"
 AUTOMATION_NAMESPACE = "awx-automation"
-SERVICE_ACCOUNTS = {"workload": "aks-wid-workload", "verify": "aks-wid-verify"}
+SERVICE_ACCOUNTS = {
+    "workload": "aks-wid-workload",
+    "verify": "aks-wid-verify",
+    "teardown": "aks-wid-teardown",
+    "audit": "aks-wid-audit",
+    "site": "aks-wid-site",
+}
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 # The workload this module owns, apart from the ones other tests of the session converge on the same lab.
 NAMESPACE, SERVICE_ACCOUNT, IDENTITY = "awx-orders", "orders-api", "id-awx-orders"
+# The read-only verbs (the lab's audit policy logs get and list; a watch would show as one too).
+READ_VERBS = {"get", "list", "watch"}
 
 
 # --------------------------------------------------------------------------- AWX's injectors, as AWX writes them
@@ -121,19 +130,22 @@ def _azure_credential(lab) -> dict[str, str]:
     }
 
 
-def _extravars(lab) -> dict[str, Any]:
-    """What AWX merges from the job template's extra variables and the survey's answers (extensions/awx/)."""
+def _extravars(
+    lab, namespace: str = NAMESPACE, service_account: str = SERVICE_ACCOUNT, identity: str = IDENTITY
+) -> dict[str, Any]:
+    """What AWX merges from the job template's extra variables and the survey's answers (extensions/awx/), for the
+    workload ``namespace``/``service_account`` with the managed identity ``identity``."""
     port = lab.env["LAB_EMULATOR_URL"].rsplit(":", 1)[1]
     return {
         "cluster_resource_group": "rg-wid-lab",
         "cluster_name": "aks-wid-lab",
         "workload_items": [
             {
-                "name": "awx-orders",
-                "namespace": NAMESPACE,
-                "service_account": SERVICE_ACCOUNT,
+                "name": namespace,
+                "namespace": namespace,
+                "service_account": service_account,
                 "create_namespace": True,
-                "identity": {"name": IDENTITY, "resource_group": "rg-wid-lab"},
+                "identity": {"name": identity, "resource_group": "rg-wid-lab"},
                 "grants": [
                     {
                         "role": "Reader",
@@ -145,7 +157,7 @@ def _extravars(lab) -> dict[str, Any]:
         ],
         "keyvault_access_vault_name": "kv-wid-rbac",
         "keyvault_access_vault_resource_group": "rg-wid-lab",
-        "keyvault_access_identities": [{"name": IDENTITY, "resource_group": "rg-wid-lab"}],
+        "keyvault_access_identities": [{"name": identity, "resource_group": "rg-wid-lab"}],
         "verify_secret_name": "app-secret",
         "verify_pod_proof": True,
     }
@@ -279,3 +291,126 @@ def test_too_little_rbac_fails_with_a_clear_error(lab, awx_environment):
     assert "Forbidden" in job.stdout, job.stdout
     assert f'"system:serviceaccount:{AUTOMATION_NAMESPACE}:{SERVICE_ACCOUNTS["verify"]}" cannot' in job.stdout
     assert job.leaks() == []
+
+
+def _requests_by(lab, mark: int, flow: str) -> list[dict[str, Any]]:
+    """What the flow's ServiceAccount asked the apiserver after ``mark`` (its audit log: verb, uri, user, code)."""
+    from tests.lab.kube import controlplane
+
+    user = f"system:serviceaccount:{AUTOMATION_NAMESPACE}:{SERVICE_ACCOUNTS[flow]}"
+    return [e for e in controlplane.audit_requests(Path(lab.workdir) / "kube", mark) if e["user"] == user]
+
+
+def _arm_resources_of(lab, identity: str) -> list[str]:
+    """The emulator's resources under the managed identity (itself and its federated credentials)."""
+    return [r for r in lab.state()["resources"] if f"/userassignedidentities/{identity}".lower() in r.lower()]
+
+
+def test_teardown_as_awx_job_takes_a_workload_down(lab, awx_environment):
+    """A workload of its own, made by the workload flow, taken down by the teardown flow with its own token; the
+    second teardown changes nothing."""
+    namespace, service_account, identity = "awx-teardown", "teardown-api", "id-awx-teardown"
+    azure = _azure_credential(lab)
+    extravars = _extravars(lab, namespace, service_account, identity) | {"teardown_delete_namespaces": [namespace]}
+    workload = {"azure_rm": azure, "kubernetes_bearer_token": _kubernetes_credential(lab, "workload")}
+    teardown = {"azure_rm": azure, "kubernetes_bearer_token": _kubernetes_credential(lab, "teardown")}
+    mark = lab.kube_mark()
+
+    # The cluster flow first (its OIDC issuer on): this test may be the session's first to use the lab.
+    _assert_success(_run_job(lab, awx_environment, "cluster", {"azure_rm": azure}, extravars), "cluster")
+    _assert_success(_run_job(lab, awx_environment, "workload", workload, extravars), "workload")
+    _assert_success(_run_job(lab, awx_environment, "keyvault", {"azure_rm": azure}, extravars), "keyvault")
+    assert _arm_resources_of(lab, identity), "the workload flow made no identity"
+    teardown_mark = lab.kube_mark()
+
+    job = _run_job(lab, awx_environment, "teardown", teardown, extravars)
+    _assert_success(job, "teardown")
+    assert job.changed > 0
+    assert f"Identity {identity} (rg-wid-lab): deleted" in job.stdout, job.stdout
+    writes = {(e["verb"], e["uri"].split("?")[0]) for e in _requests_by(lab, teardown_mark, "teardown")}
+    assert writes >= {
+        ("delete", f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}"),
+        ("delete", f"/api/v1/namespaces/{namespace}/configmaps/{service_account}-azure-identity"),
+        ("delete", f"/api/v1/namespaces/{namespace}"),
+    }, writes
+
+    again = _run_job(lab, awx_environment, "teardown", teardown, extravars)
+    _assert_success(again, "teardown (second run)")
+    assert again.changed == 0, f"the second teardown changed something:\n{again.stdout}"
+
+    assert lab.kube_requests(mark) == [], "a job reached Kubernetes as the lab's admin, not with its bearer token"
+    assert [e for e in _requests_by(lab, teardown_mark, "teardown") if e["code"] == 403] == []
+    assert _arm_resources_of(lab, identity) == []
+    core = kubernetes.client.CoreV1Api(_admin_client(lab))
+    with pytest.raises(kubernetes.client.ApiException) as gone:
+        core.read_namespaced_service_account(service_account, namespace)
+    assert gone.value.status == 404
+    # The lab runs no namespace controller: the namespace stays Terminating (on a cluster it then goes).
+    try:
+        assert core.read_namespace(namespace).metadata.deletion_timestamp is not None
+    except kubernetes.client.ApiException as error:
+        assert error.status == 404
+
+
+def test_audit_as_awx_job_only_reads(lab, awx_environment):
+    """The audit flow with its read-only token: the apiserver saw only reads from it, and its report maps the
+    workload the workload flow made; the same token cannot run the workload flow (Forbidden)."""
+    namespace, service_account, identity = "awx-audit", "audit-api", "id-awx-audit"
+    azure = _azure_credential(lab)
+    extravars = _extravars(lab, namespace, service_account, identity)
+    report = awx_environment / "audit-report"
+    extravars |= {"audit_output_dir": str(report)}
+    workload = {"azure_rm": azure, "kubernetes_bearer_token": _kubernetes_credential(lab, "workload")}
+    audit = {"azure_rm": azure, "kubernetes_bearer_token": _kubernetes_credential(lab, "audit")}
+    mark = lab.kube_mark()
+
+    _assert_success(_run_job(lab, awx_environment, "cluster", {"azure_rm": azure}, extravars), "cluster")
+    _assert_success(_run_job(lab, awx_environment, "workload", workload, extravars), "workload")
+    audit_mark = lab.kube_mark()
+    job = _run_job(lab, awx_environment, "audit", audit, extravars)
+    _assert_success(job, "audit")
+    requests = _requests_by(lab, audit_mark, "audit")
+    assert requests, "the audit job sent nothing with its ServiceAccount's token"
+    assert {e["verb"] for e in requests} <= READ_VERBS, sorted({(e["verb"], e["uri"]) for e in requests})
+    assert lab.kube_writes(audit_mark, include_dry_run=True) == [], "something wrote during the audit job"
+    assert [e for e in requests if e["code"] == 403] == [], "the audit ClusterRole lacks a read the flow makes"
+    entries = json.loads((report / "audit.json").read_text())["map"]
+    mapped = [e for e in entries if (e["namespace"], e["service_account"]) == (namespace, service_account)]
+    assert mapped and mapped[0]["annotated"] and mapped[0]["credentials"], entries
+
+    # The audit token cannot write: the workload flow stops at its first write (or list) with the apiserver's answer.
+    denied = _extravars(lab, "awx-audit-denied", "denied-api", identity)
+    job = _run_job(lab, awx_environment, "workload", audit, denied)
+    assert job.runner.status == "failed", job.stdout
+    assert "Forbidden" in job.stdout, job.stdout
+    assert f'"system:serviceaccount:{AUTOMATION_NAMESPACE}:{SERVICE_ACCOUNTS["audit"]}" cannot' in job.stdout
+    assert job.leaks() == []
+    assert {e["verb"] for e in _requests_by(lab, audit_mark, "audit") if (e["code"] or 0) < 400} <= READ_VERBS
+
+    assert lab.kube_requests(mark) == [], "a job reached Kubernetes as the lab's admin, not with its bearer token"
+
+
+def test_site_as_awx_job(lab, awx_environment):
+    """The whole chain in one job with the site flow's token: set up, proven; the second run changes nothing."""
+    namespace, service_account, identity = "awx-site", "site-api", "id-awx-site"
+    extravars = _extravars(lab, namespace, service_account, identity)
+    site = {"azure_rm": _azure_credential(lab), "kubernetes_bearer_token": _kubernetes_credential(lab, "site")}
+    mark = lab.kube_mark()
+
+    job = _run_job(lab, awx_environment, "site", site, extravars)
+    _assert_success(job, "site")
+    assert job.changed > 0
+    assert "1 of 1 workloads passed." in job.stdout
+    assert "exchange passed, access passed" in job.stdout
+
+    again = _run_job(lab, awx_environment, "site", site, extravars)
+    _assert_success(again, "site (second run)")
+    assert again.changed == 0, f"the second site run changed something:\n{again.stdout}"
+    assert "1 of 1 workloads passed." in again.stdout
+
+    assert lab.kube_requests(mark) == [], "a job reached Kubernetes as the lab's admin, not with its bearer token"
+    assert [e for e in _requests_by(lab, mark, "site") if e["code"] == 403] == []
+    service_account_object = kubernetes.client.CoreV1Api(_admin_client(lab)).read_namespaced_service_account(
+        service_account, namespace
+    )
+    assert service_account_object.metadata.annotations.get("azure.workload.identity/client-id")
