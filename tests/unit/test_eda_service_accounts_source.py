@@ -148,9 +148,9 @@ def test_diff_states_finds_every_kind_including_missed_deletions():
         ([({}, A), (A, B)], "requested"),  # requested then changed
         ([(A, B), (B, {})], "withdrawn"),  # changed then withdrawn
         ([(A, {}), ({}, B)], "changed"),  # withdrawn then requested again, differently
-        ([(A, {}), ({}, A)], None),  # undone within the window
-        ([({}, A), (A, {})], None),  # no request before the window and none after
-        ([({}, A), (A, B), (B, B, True)], None),  # requested then deleted
+        ([(A, {}), ({}, A)], "changed"),  # undone within the window: a run meanwhile may have seen it gone
+        ([({}, A), (A, {})], "withdrawn"),  # came and went: a run meanwhile may have onboarded it
+        ([({}, A), (A, B), (B, B, True)], "deleted"),  # requested then deleted
         ([(A, B), (B, B, True)], "deleted"),
         ([(A, B), (B, A), (A, B)], "changed"),
     ],
@@ -165,7 +165,7 @@ def test_coalesce_keeps_service_accounts_apart():
     merged = src.coalesce(
         [change("a", {}, A), change("b", A, {}), change("a", A, B), change("c", {}, A), change("c", A, {})]
     )
-    assert [(c.uid, src.classify(c)) for c in merged] == [("a", "requested"), ("b", "withdrawn")]
+    assert [(c.uid, src.classify(c)) for c in merged] == [("a", "requested"), ("b", "withdrawn"), ("c", "withdrawn")]
 
 
 def test_event_shape_is_sorted_and_complete():
@@ -321,8 +321,8 @@ def test_changes_are_debounced_into_one_event():
     driver.at(0, _listed(None, u1=A, u2={}))
     assert driver.at(10, _event(None, "MODIFIED", "u1", B)) == []
     assert driver.at(11, _event(None, "MODIFIED", "u2", A), _event(None, "ADDED", "u3", A)) == []
-    assert driver.at(11.9, _event(None, "MODIFIED", "u3", {})) == []  # requested then withdrawn: dropped
-    assert driver.at(12) == [("change", [("u1", "changed"), ("u2", "requested")])]
+    assert driver.at(11.9, _event(None, "MODIFIED", "u3", {})) == []  # requested then withdrawn: still told
+    assert driver.at(12) == [("change", [("u1", "changed"), ("u2", "requested"), ("u3", "withdrawn")])]
     assert driver.at(13, _event(None, "MODIFIED", "u1", {**B, "aks.workload-identity/onboarding-status": "ok"})) == []
     assert driver.at(20) == []
 

@@ -136,6 +136,7 @@ class Change(t.NamedTuple):
     before: Fingerprint
     after: Fingerprint
     deleted: bool = False
+    transient: bool = False  # a request came and went (or changed and changed back) within one window
 
 
 class Settings(t.NamedTuple):
@@ -159,12 +160,12 @@ def fingerprint(annotations: t.Mapping[str, t.Any] | None, prefix: str = DEFAULT
 def classify(change: Change) -> str | None:
     """``requested``, ``changed``, ``withdrawn``, ``deleted``, or None when the request did not change."""
     if change.deleted:
-        return "deleted" if change.before else None
+        return "deleted" if change.before or change.transient else None
     if not change.before:
-        return "requested" if change.after else None
+        return "requested" if change.after else ("withdrawn" if change.transient else None)
     if not change.after:
         return "withdrawn"
-    return "changed" if change.after != change.before else None
+    return "changed" if change.after != change.before or change.transient else None
 
 
 def observe(
@@ -200,13 +201,15 @@ def diff_states(old: State, new: State) -> list[Change]:
 def coalesce(changes: t.Iterable[Change]) -> list[Change]:
     """One change per ServiceAccount: from its state before the first change to its state after the last one.
 
-    Requested then changed is requested; changed then withdrawn is withdrawn; requested then withdrawn (or
-    deleted) had no request before and has none after, so it is dropped, as is a change undone in the window.
+    Requested then changed is requested; changed then withdrawn is withdrawn. A request that came and went
+    within the window (requested then withdrawn or deleted, or changed and changed back) is still reported,
+    as withdrawn, deleted or changed: a playbook run already under way may have seen the passing state, and only
+    another run puts it right.
     """
     merged: dict[str, Change] = {}
     for change in changes:
         first = merged.get(change.uid)
-        merged[change.uid] = change if first is None else change._replace(before=first.before)
+        merged[change.uid] = change if first is None else change._replace(before=first.before, transient=True)
     return [change for change in merged.values() if classify(change)]
 
 
