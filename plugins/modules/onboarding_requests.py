@@ -302,7 +302,8 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "retry_interval": {"type": "int", "default": 5},
     "parallel": {"type": "int", "default": fleet.DEFAULT_PARALLEL},
 }
-MANAGED_BY, COLLECTION = "app.kubernetes.io/managed-by", "aks.workload_identity"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+COLLECTION = "aks.workload_identity"
 MODULE_KWARGS: dict[str, t.Any] = {
     "required_together": [("cluster_resource_group", "cluster_name")],
     "required_one_of": [("issuer_url", "cluster_name")],
