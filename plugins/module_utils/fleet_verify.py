@@ -47,6 +47,21 @@ PROOF_ARGSPEC: dict[str, dict[str, t.Any]] = {
 MAX_PARALLEL = 32
 
 
+def chain_proof_params(params: t.Mapping[str, t.Any], issuer: str | None) -> dict[str, t.Any]:
+    """workloads_verify's options for a module that proves the chains it just made: the token exchange only (no
+    vault or ARM read), the webhook asked by a dry run."""
+    return {
+        **params,
+        "issuer_url": issuer,
+        "prove": True,
+        "keyvault": None,
+        "secret_name": None,
+        "arm_resource_id": None,
+        "arm_api_version": None,
+        "webhook_dry_run": True,
+    }
+
+
 def proof_option_errors(params: t.Mapping[str, t.Any]) -> list[str]:
     """The rules of the proof options (wid_verify's own, over a stand-in workload), checked before any request."""
     errors = []

@@ -266,7 +266,7 @@ import typing as t
 from ansible_collections.aks.workload_identity.plugins.module_utils import fleet, onboarding
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import AZURE_AUTH_ARGSPEC, AzureModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.fleet_verify import Verification
+from ansible_collections.aks.workload_identity.plugins.module_utils.fleet_verify import Verification, chain_proof_params
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
     ConfigMaps,
     Events,
@@ -332,19 +332,6 @@ def check_options(params: dict[str, t.Any]) -> tuple[onboarding.Policy | None, l
             if "identity_binding" in allowed.federations
         ]
     return policy, errors
-
-
-def verification_params(params: dict[str, t.Any], issuer: str | None) -> dict[str, t.Any]:
-    """workloads_verify's options, from this module's: the chain (token exchange), no vault or ARM read."""
-    return {
-        **params,
-        "issuer_url": issuer,
-        "keyvault": None,
-        "secret_name": None,
-        "arm_resource_id": None,
-        "arm_api_version": None,
-        "webhook_dry_run": True,
-    }
 
 
 class Run:
@@ -477,7 +464,7 @@ class Run:
     def prove(self, runs: list[t.Any], issuer: str | None) -> dict[str, dict[str, t.Any]]:
         if self.check_mode or not self.params["prove"] or not runs:
             return {}
-        params = verification_params(self.params, issuer)
+        params = chain_proof_params(self.params, issuer)
         verified = Verification(params, self.azure, self.kube, check_mode=False).run([run.item for run in runs])
         return {proof["name"]: proof for proof in verified["workloads"]}
 

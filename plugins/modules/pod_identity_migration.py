@@ -282,7 +282,7 @@ import typing as t
 from ansible_collections.aks.workload_identity.plugins.module_utils import fleet, migration
 from ansible_collections.aks.workload_identity.plugins.module_utils.azure_client import AZURE_AUTH_ARGSPEC, AzureModule
 from ansible_collections.aks.workload_identity.plugins.module_utils.errors import WorkloadIdentityError
-from ansible_collections.aks.workload_identity.plugins.module_utils.fleet_verify import Verification
+from ansible_collections.aks.workload_identity.plugins.module_utils.fleet_verify import Verification, chain_proof_params
 from ansible_collections.aks.workload_identity.plugins.module_utils.gateways.kubernetes import (
     LabelledObjects,
     PodIdentityObjects,
@@ -344,20 +344,6 @@ def check_options(params: dict[str, t.Any]) -> list[str]:
     if params["remove_pod_identity"] and not params["prove"]:
         errors.append("remove_pod_identity: needs prove: true (only proven workloads let their binding go)")
     return errors
-
-
-def verification_params(params: dict[str, t.Any], issuer: str | None) -> dict[str, t.Any]:
-    """workloads_verify's options, from this module's: the chain only (no vault, no ARM read)."""
-    return {
-        **params,
-        "issuer_url": issuer,
-        "prove": True,
-        "keyvault": None,
-        "secret_name": None,
-        "arm_resource_id": None,
-        "arm_api_version": None,
-        "webhook_dry_run": True,
-    }
 
 
 class Run:
@@ -430,7 +416,7 @@ class Run:
         live = [run.item for run in runs if not run.failed]
         if self.check_mode or not self.params["prove"] or not live:
             return {}
-        params = verification_params(self.params, issuer)
+        params = chain_proof_params(self.params, issuer)
         verified = Verification(params, self.azure, self.kube, check_mode=False).run(live)
         for run, proof in zip((r for r in runs if not r.failed), verified["workloads"], strict=True):
             if not proof["passed"]:
