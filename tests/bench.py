@@ -40,6 +40,7 @@ CALLBACKS = REPO / "tests" / "bench_plugins" / "callback"
 _ARM_TYPE = re.compile(r"/providers/([^/]+)/([^/]+)(?:/[^/]+/([^/?]+))?", re.IGNORECASE)
 THROTTLED_SIZE = 50
 BOUND_SIZE = 50  # ServiceAccounts sharing one identity through one identity binding
+ONBOARDING_SIZE = 50  # self-service requests: 5 namespaces, 10 identities of 5 ServiceAccounts each
 MSI_WRITES_PER_SECOND = (
     2.0  # per subscription (learn.microsoft.com/entra/workload-id/workload-identity-federation-considerations)
 )
@@ -74,6 +75,33 @@ def bound_workloads(tag: str, count: int, namespaces: int = 5) -> list[dict[str,
         }
         for index in range(count)
     ]
+
+
+def plant_requests(lab: lab_module.Lab, tag: str, count: int, subscription: str) -> dict[str, Any]:
+    """``count`` ServiceAccounts annotated with onboarding requests in 5 namespaces (the application teams' side,
+    written with the kubernetes client), and the onboard playbook's variables that allow them."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    core = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(lab.admin_kubeconfig)))
+    namespaces = [f"{tag}-{index}" for index in range(5)]
+    for namespace in namespaces:
+        core.create_namespace({"metadata": {"name": namespace}})
+    for index in range(count):
+        annotations = {
+            "aks.workload-identity/request-identity": f"id-{tag}-{index % 10}",
+            "aks.workload-identity/request-grants": "Reader@lab-group",
+        }
+        body = {"metadata": {"name": f"app-{index:03d}", "annotations": annotations}}
+        core.create_namespaced_service_account(namespaces[index % 5], body)
+    return {
+        "onboarding_registry_namespace": f"{tag}-registry",
+        "onboarding_policy": {
+            "identity_resource_group": "rg-wid-lab",
+            "scopes": {"lab-group": f"/subscriptions/{subscription}/resourceGroups/rg-wid-lab"},
+            "namespaces": {ns: {"identities": [f"id-{tag}-*"], "grants": ["Reader@lab-group"]} for ns in namespaces},
+        },
+    }
 
 
 def arm_kind(request: dict[str, Any]) -> str:
@@ -166,7 +194,13 @@ def throttling_floor(count_: int) -> float:
 
 
 def bench(
-    lab: lab_module.Lab, sizes: list[int], latency: float, throttled: bool, folder: Path, bound: bool = True
+    lab: lab_module.Lab,
+    sizes: list[int],
+    latency: float,
+    throttled: bool,
+    folder: Path,
+    bound: bool = True,
+    onboarding: bool = True,
 ) -> dict[str, Any]:
     subscription = lab.env["AZURE_SUBSCRIPTION_ID"]
     # The issuer first (not measured): the workload playbook reads it from the cluster.
@@ -192,6 +226,17 @@ def bench(
             results["bound"] = {"workloads": BOUND_SIZE, "from_scratch": scratch, "no_op": noop}
             print(
                 f"N={BOUND_SIZE} bound to one identity: from scratch {scratch['seconds']:.1f} s, no-op "
+                f"{noop['seconds']:.1f} s",
+                flush=True,
+            )
+        if onboarding:
+            tag = f"onb{ONBOARDING_SIZE}"
+            values = vars_file(folder, tag, plant_requests(lab, tag, ONBOARDING_SIZE, subscription))
+            scratch = measure(lab, "onboard", values)
+            noop = measure(lab, "onboard", values)
+            results["onboarding"] = {"requests": ONBOARDING_SIZE, "from_scratch": scratch, "no_op": noop}
+            print(
+                f"N={ONBOARDING_SIZE} onboarding requests: from scratch {scratch['seconds']:.1f} s, no-op "
                 f"{noop['seconds']:.1f} s",
                 flush=True,
             )
@@ -259,6 +304,28 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {label} | {r['seconds']:.1f} s | {r['arm_requests']} | {r['kubernetes_requests']} |")
         lines += ["", "Requests of its no-op run, by kind:", ""]
         lines += [f"- `{kind}`: {n}" for kind, n in {**bound["no_op"]["arm"], **bound["no_op"]["kubernetes"]}.items()]
+    onboarding = results.get("onboarding")
+    if onboarding:
+        lines += [
+            "",
+            f"N={onboarding['requests']} self-service onboarding requests (ServiceAccounts annotated in 5 namespaces, "
+            "10 identities, a Reader grant each), the `onboard` playbook as the EDA rulebook runs it - from scratch "
+            "each chain is also proven with a token exchange:",
+            "",
+            "| run | wall time | ARM requests | Entra token requests | Kubernetes requests |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for label, key in (("from scratch", "from_scratch"), ("no-op", "no_op")):
+            r = onboarding[key]
+            lines.append(
+                f"| {label} | {r['seconds']:.1f} s | {r['arm_requests']} | {r['entra_token_requests']} "
+                f"| {r['kubernetes_requests']} |"
+            )
+        lines += ["", "Requests of its no-op run, by kind:", ""]
+        lines += [
+            f"- `{kind}`: {n}"
+            for kind, n in {**onboarding["no_op"]["arm"], **onboarding["no_op"]["kubernetes"]}.items()
+        ]
     biggest = results["runs"][-1]
     lines += ["", f"Requests of the no-op run for N={biggest['workloads']}, by kind:", ""]
     lines += [f"- `{kind}`: {n}" for kind, n in {**biggest["no_op"]["arm"], **biggest["no_op"]["kubernetes"]}.items()]
@@ -345,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-bound", action="store_true", help="skip the run with 50 workloads on one identity binding"
     )
+    parser.add_argument(
+        "--no-onboarding", action="store_true", help="skip the run with 50 self-service onboarding requests"
+    )
     parser.add_argument("--readme", action="store_true", help="write docs/bench.md, docs/bench.svg and the README")
     parser.add_argument("--workdir", type=Path, help="an existing lab to use (python -m tests.lab up --workdir DIR)")
     options = parser.parse_args(argv)
@@ -355,7 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="wid-bench-vars-") as tmp:
             results = bench(
-                lab, sizes, options.latency, not options.no_throttled, Path(tmp), bound=not options.no_bound
+                lab,
+                sizes,
+                options.latency,
+                not options.no_throttled,
+                Path(tmp),
+                bound=not options.no_bound,
+                onboarding=not options.no_onboarding,
             )
     finally:
         if own_lab:

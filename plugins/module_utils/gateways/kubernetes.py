@@ -348,16 +348,6 @@ class ConfigMaps(_Gateway):
 class Events(_Gateway):
     """Core v1 Events, the ones ``kubectl describe`` shows with their object. ``api`` is a kubernetes ``CoreV1Api``."""
 
-    def exists(self, namespace: str, name: str) -> bool:
-        found = self._counted(
-            "kubernetes.events.get",
-            lambda: self.api.read_namespaced_event(name, namespace, _preload_content=False),
-            "read Event",
-            _target(namespace, name),
-            none_if_not_found=True,
-        )
-        return found is not None
-
     def create(self, namespace: str, body: dict[str, t.Any]) -> t.Any:
         return self._create(
             "kubernetes.events.create",
