@@ -357,6 +357,7 @@ class Decision:
     prove: bool = False  # APPLY: new or changed, or not proven yet
     reasons: list[str] = field(default_factory=list)
     exists: bool = True  # the ServiceAccount exists
+    held: str | None = None  # APPLY: why the replaced chain or the revoked grants could not be taken down
 
 
 def _same_chain(item: dict[str, t.Any], recorded: dict[str, t.Any]) -> bool:

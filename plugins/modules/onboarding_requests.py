@@ -454,7 +454,7 @@ class Run:
         return runs
 
     def converge(self, decisions: list[onboarding.Decision], issuer: str | None) -> dict[str, t.Any]:
-        applying = [d.item for d in decisions if d.action == onboarding.APPLY]
+        applying = [d.item for d in decisions if d.action == onboarding.APPLY and not d.held]
         if not applying:
             return {}
         items = self.items(applying, "present", issuer)
@@ -544,14 +544,19 @@ def main() -> None:
                 code="OIDCIssuerNotEnabled",
             )
         down = run.take_down(decisions, issuer)
+        # A changed request whose old chain or dropped grants could not be taken down keeps its old record, so the
+        # next run tries again; a new chain is not started beside an old one half taken down.
+        for decision in decisions:
+            held = [failure_of(down.get(k)) for k in (decision.key, f"{decision.key}#grants")]
+            decision.held = next((problem for problem in held if problem), None) if decision.record else None
         intents = {
             d.key: onboarding.record_for(d.item, d.request, onboarding.PENDING)
             for d in decisions
-            if d.action == onboarding.APPLY and (d.record is None or d.prove)
+            if d.action == onboarding.APPLY and (d.record is None or d.prove) and not d.held
         }
         run.write_registry(intents)
         up = run.converge(decisions, issuer)
-        to_prove = [up[d.key] for d in decisions if d.action == onboarding.APPLY and d.prove and not up[d.key].failed]
+        to_prove = [up[d.key] for d in decisions if d.key in up and d.prove and not up[d.key].failed]
         proofs = run.prove(to_prove, issuer)
         outcomes: dict[str, dict[str, t.Any] | None] = {}
         for decision in decisions:
@@ -627,7 +632,10 @@ def settle(
         if problem:
             outcome = onboarding.FAILED
             text = onboarding.message(decision, onboarding.FAILED, problem)
-            record = onboarding.record_for(decision.item, decision.request, onboarding.FAILED)
+            # Held: the old record stays, naming what is still to be taken down.
+            record = (
+                False if decision.held else onboarding.record_for(decision.item, decision.request, onboarding.FAILED)
+            )
         elif run.check_mode and decision.prove:
             outcome, text = onboarding.PENDING, "Onboarding planned (check mode)."
         else:

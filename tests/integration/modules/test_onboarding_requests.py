@@ -220,3 +220,37 @@ def test_lifecycle(lab, world, core, msi, authorization):
     settled = run_module(MODULE, args, env=lab.env)
     assert not settled.failed and not settled.changed, settled.get("msg")
     assert lab.writes(seq) == [] and lab.kube_writes(mark, include_dry_run=True) == []
+
+
+def test_a_change_whose_old_chain_cannot_go_is_held(lab, world, core, msi):
+    """Azure refuses to delete the old identity's credential: the new chain is not started, the registry keeps the
+    old one, the requester is told; once Azure lets it go, the next run finishes the move."""
+    apps, args, tag, group = world["apps"], world["args"], world["tag"], lab.seed["resource_group"]
+    old, new = f"id-{tag}-held-a", f"id-{tag}-held-b"
+    ask(core, apps, "held", {IDENTITY: old})
+    assert not run_module(MODULE, args, env=lab.env).failed
+    ask(core, apps, "held", {IDENTITY: new})
+    lab.fault(
+        method="DELETE",
+        path=f"/userAssignedIdentities/{old}/federatedIdentityCredentials/",
+        action="status",
+        status=403,
+        count=10,
+    )
+    try:
+        stuck = run_module(MODULE, args, env=lab.env)
+    finally:
+        lab.clear_faults()
+    assert stuck.failed and "1 of" in stuck["msg"], stuck.get("msg")
+    held = by_account(stuck)[f"{apps}/held"]
+    assert held["status"] == "failed" and "federated_credential" in held["message"], held
+    assert subjects(msi, group, old) == [f"system:serviceaccount:{apps}:held"]
+    assert new not in [i.name for i in msi.user_assigned_identities.list_by_resource_group(group)]
+    assert registry(core, world)[f"{apps}.held"]["identity"]["name"] == old
+    assert annotations(core, apps, "held")[STATUS] == "failed"
+
+    done = run_module(MODULE, args, env=lab.env)
+    assert not done.failed, done.get("msg")
+    assert subjects(msi, group, old) == [] and subjects(msi, group, new) == [f"system:serviceaccount:{apps}:held"]
+    assert registry(core, world)[f"{apps}.held"]["identity"]["name"] == new
+    assert annotations(core, apps, "held")[STATUS] == "onboarded"
