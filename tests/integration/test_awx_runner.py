@@ -16,6 +16,10 @@ The Kubernetes credential holds the token of a ServiceAccount bound to the flow'
 extensions/awx/rbac/<flow>.yml, minted with a TokenRequest; the apiserver's audit log shows that the lab's admin
 made no request during the jobs, that no flow was refused a request its role should allow, and that the audit
 flow's ServiceAccount only read. Each test owns its workload (namespace, ServiceAccount, identity names).
+
+The day-2 flows likewise: rotate_issuer with the token of a ServiceAccount on the NEW cluster (the lab's second
+cluster, green), migrate_pod_identity with aad-pod-identity's CRDs installed, and onboard with the EDA automation's
+own least privilege (extensions/eda/rbac/onboarding.yml: the same playbook, the policy in the extra variables).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import re
 import stat
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +53,13 @@ SERVICE_ACCOUNTS = {
     "teardown": "aks-wid-teardown",
     "audit": "aks-wid-audit",
     "site": "aks-wid-site",
+    "rotate_issuer": "aks-wid-rotate-issuer",
+    "migrate_pod_identity": "aks-wid-migrate-pod-identity",
+    "onboard": "aks-wid-onboarding",
 }
+# onboard runs the playbook the EDA rulebook runs: its least privilege is the EDA automation's, in its own namespace.
+RBAC_FILES = {"onboard": REPO / "extensions" / "eda" / "rbac" / "onboarding.yml"}
+ACCOUNT_NAMESPACES = {"onboard": "aks-wid-onboarding"}
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 # The workload this module owns, apart from the ones other tests of the session converge on the same lab.
 NAMESPACE, SERVICE_ACCOUNT, IDENTITY = "awx-orders", "orders-api", "id-awx-orders"
@@ -86,8 +97,9 @@ def inject_kubernetes_bearer_token(inputs: dict[str, Any], env: dict[str, str], 
 
 
 # --------------------------------------------------------------------------- the lab side: RBAC, tokens
-def _admin_client(lab) -> Any:
-    return kubernetes.config.new_client_from_config(str(lab.admin_kubeconfig))
+def _admin_client(lab, cluster: str | None = None) -> Any:
+    """The lab admin's client of the first cluster, or of the cluster added as ``cluster``."""
+    return kubernetes.config.new_client_from_config(str(lab.kubeconfig(cluster)))
 
 
 def _apply(api_client: Any, path: Path) -> None:
@@ -101,22 +113,30 @@ def _apply(api_client: Any, path: Path) -> None:
                 raise
 
 
-def _kubernetes_credential(lab, flow: str) -> dict[str, Any]:
-    """The inputs of an AWX "OpenShift or Kubernetes API Bearer Token" credential for ``flow``'s ServiceAccount."""
-    api_client = _admin_client(lab)
-    _apply(api_client, RBAC / f"{flow}.yml")
+def _account(flow: str) -> tuple[Path, str, str]:
+    """The flow's RBAC file, and the namespace and name of the ServiceAccount it binds."""
+    namespace = ACCOUNT_NAMESPACES.get(flow, AUTOMATION_NAMESPACE)
+    return RBAC_FILES.get(flow, RBAC / f"{flow}.yml"), namespace, SERVICE_ACCOUNTS[flow]
+
+
+def _kubernetes_credential(lab, flow: str, cluster: str | None = None) -> dict[str, Any]:
+    """The inputs of an AWX "OpenShift or Kubernetes API Bearer Token" credential for ``flow``'s ServiceAccount, on
+    the lab's first cluster or on the cluster added as ``cluster``."""
+    path, namespace, name = _account(flow)
+    api_client = _admin_client(lab, cluster)
+    _apply(api_client, path)
     request = {"spec": {"expirationSeconds": 3600}}
     token = (
         kubernetes.client.CoreV1Api(api_client)
-        .create_namespaced_service_account_token(SERVICE_ACCOUNTS[flow], AUTOMATION_NAMESPACE, request)
+        .create_namespaced_service_account_token(name, namespace, request)
         .status.token
     )
-    cluster = json.loads(Path(lab.admin_kubeconfig).read_text())["clusters"][0]["cluster"]
+    endpoint = json.loads(lab.kubeconfig(cluster).read_text())["clusters"][0]["cluster"]
     return {
-        "host": cluster["server"],
+        "host": endpoint["server"],
         "bearer_token": token,
         "verify_ssl": True,
-        "ssl_ca_cert": base64.b64decode(cluster["certificate-authority-data"]).decode(),
+        "ssl_ca_cert": base64.b64decode(endpoint["certificate-authority-data"]).decode(),
     }
 
 
@@ -293,12 +313,15 @@ def test_too_little_rbac_fails_with_a_clear_error(lab, awx_environment):
     assert job.leaks() == []
 
 
-def _requests_by(lab, mark: int, flow: str) -> list[dict[str, Any]]:
-    """What the flow's ServiceAccount asked the apiserver after ``mark`` (its audit log: verb, uri, user, code)."""
+def _requests_by(lab, mark: int, flow: str, cluster: str | None = None) -> list[dict[str, Any]]:
+    """What the flow's ServiceAccount asked the apiserver (of ``cluster``) after ``mark`` (its audit log: verb, uri,
+    user, code)."""
     from tests.lab.kube import controlplane
 
-    user = f"system:serviceaccount:{AUTOMATION_NAMESPACE}:{SERVICE_ACCOUNTS[flow]}"
-    return [e for e in controlplane.audit_requests(Path(lab.workdir) / "kube", mark) if e["user"] == user]
+    _path, namespace, name = _account(flow)
+    user = f"system:serviceaccount:{namespace}:{name}"
+    kube = Path(lab.workdir) / "kube" if cluster is None else Path(lab.clusters[cluster]["workdir"])
+    return [e for e in controlplane.audit_requests(kube, mark) if e["user"] == user]
 
 
 def _arm_resources_of(lab, identity: str) -> list[str]:
@@ -414,3 +437,271 @@ def test_site_as_awx_job(lab, awx_environment):
         service_account, namespace
     )
     assert service_account_object.metadata.annotations.get("azure.workload.identity/client-id")
+
+
+# --------------------------------------------------------------------------- the day-2 flows
+@pytest.fixture(scope="module")
+def cluster_issuer(lab) -> dict[str, str]:
+    """The lab's cluster with its OIDC issuer on (what the cluster flow does), set up with the lab's admin: a day-2
+    test may be the session's first to use the lab. Returns the names the flows' extra variables use."""
+    from tests.integration.runner import run_module
+
+    group, cluster = lab.seed["resource_group"], lab.seed["cluster"]
+    done = run_module("aks_oidc", {"resource_group": group, "name": cluster}, env=lab.env)
+    assert not done.failed, done.result
+    vault = f"/subscriptions/{lab.env['AZURE_SUBSCRIPTION_ID']}/resourceGroups/{group}/providers/Microsoft.KeyVault/vaults/{lab.seed['rbac_vault']}"
+    return {"cluster_resource_group": group, "cluster_name": cluster, "vault_id": vault}
+
+
+def _msi(lab) -> Any:
+    from azure.mgmt.msi import ManagedServiceIdentityClient
+
+    from tests.integration.sdk import sdk_client
+
+    return sdk_client(lab, ManagedServiceIdentityClient)
+
+
+def _writes_by(lab, mark: int, flow: str, cluster: str | None = None) -> list[tuple[str, str]]:
+    """The flow's writes after ``mark``, but for what its proofs send and nothing stores: TokenRequests (a token is
+    minted) and dry runs (the webhook's view of a pod)."""
+    requests = _requests_by(lab, mark, flow, cluster)
+    return [
+        (e["verb"], e["uri"])
+        for e in requests
+        if e["verb"] not in READ_VERBS
+        and not e["dry_run"]
+        and not (e["verb"] == "create" and e["uri"].split("?")[0].endswith("/token"))
+    ]
+
+
+def _assert_least_privilege(lab, marks: dict[str | None, int], flow: str, cluster: str | None = None) -> None:
+    """No request as the lab's admin on any cluster since ``marks``, none of the flow's refused (403)."""
+    for name, mark in marks.items():
+        assert lab.kube_requests(mark, cluster=name) == [], f"a job reached {name or 'the first cluster'} as the admin"
+    requests = _requests_by(lab, marks[cluster], flow, cluster)
+    assert requests, f"the {flow} job sent nothing with its ServiceAccount's token"
+    refused = [(e["verb"], e["uri"]) for e in requests if e["code"] == 403]
+    assert refused == [], f"the {flow} ClusterRole lacks what the flow asks: {refused}"
+
+
+def test_rotate_issuer_as_awx_job(lab, awx_environment, cluster_issuer):
+    """Workloads set up on the lab's cluster (blue) move to the second cluster's (green's) issuer in one job whose
+    Kubernetes credential is a ServiceAccount's token on green: green's credentials and ServiceAccounts added, the
+    chains proven with green's tokens, blue's credentials retired; the second run changes nothing."""
+    from tests.integration.runner import run_module
+
+    green = lab.add_cluster("green")
+    tag = uuid.uuid4().hex[:4]
+    identity, group = f"id-awx-rot-{tag}", cluster_issuer["cluster_resource_group"]
+    # api's namespace is new on green; worker's was deployed there before the rotation, its ServiceAccount too
+    # (without the identity's annotation), as a blue/green cut-over deploys the application first.
+    namespaces = {"api": f"awx-rot-{tag}", "worker": f"awx-rot-{tag}-deployed"}
+    items = [
+        {
+            "name": f"awx-rot-{account}",
+            "namespace": namespace,
+            "service_account": f"awx-rot-{account}",
+            "create_namespace": True,
+            "identity": {"name": identity, "resource_group": group},
+            "grants": [{"role": "Key Vault Secrets User", "scope": cluster_issuer["vault_id"]}],
+        }
+        for account, namespace in namespaces.items()
+    ]
+    green_core = kubernetes.client.CoreV1Api(_admin_client(lab, "green"))
+    green_core.create_namespace({"metadata": {"name": namespaces["worker"]}})
+    green_core.create_namespaced_service_account(namespaces["worker"], {"metadata": {"name": "awx-rot-worker"}})
+    # Blue as the workload flow leaves it (set up with the lab's admin: not what this test is about).
+    cluster = {k: cluster_issuer[k] for k in ("cluster_resource_group", "cluster_name")}
+    done = run_module("workloads", {"items": items, **cluster}, env=lab.env)
+    assert not done.failed and done.changed, done.result
+    extravars = cluster | {
+        "workload_items": items,
+        "issuer_rotation_old_cluster_name": cluster["cluster_name"],
+        "issuer_rotation_new_cluster_name": green["cluster"],
+        "issuer_rotation_new_cluster_resource_group": green["resource_group"],
+        "issuer_rotation_retire_old": True,
+        "keyvault_access_vault_name": lab.seed["rbac_vault"],
+        "verify_secret_name": lab.seed["secret_name"],
+    }
+    rotate = {
+        "azure_rm": _azure_credential(lab),
+        "kubernetes_bearer_token": _kubernetes_credential(lab, "rotate_issuer", "green"),
+    }
+    marks = {None: lab.kube_mark(), "green": lab.kube_mark("green")}
+
+    job = _run_job(lab, awx_environment, "rotate_issuer", rotate, extravars)
+    _assert_success(job, "rotate_issuer")
+    assert job.changed > 0
+    assert "Stages: 2 retired" in job.stdout, job.stdout
+
+    seq, again_mark = lab.last_seq(), lab.kube_mark("green")
+    again = _run_job(lab, awx_environment, "rotate_issuer", rotate, extravars)
+    _assert_success(again, "rotate_issuer (second run)")
+    assert again.changed == 0, f"the second rotation changed something:\n{again.stdout}"
+    assert "Stages: 2 retired" in again.stdout, again.stdout
+    assert lab.writes(seq) == [], "the second rotation wrote to Azure"
+    assert _writes_by(lab, again_mark, "rotate_issuer", "green") == []
+
+    _assert_least_privilege(lab, marks, "rotate_issuer", "green")
+    # Only green was reached, and only with the token (blue's audit log has no request of the flow's account).
+    assert _requests_by(lab, marks[None], "rotate_issuer") == []
+    # The result, with the test's own clients: the identity trusts green's issuer only, once per ServiceAccount...
+    msi = _msi(lab)
+    credentials = list(msi.federated_identity_credentials.list(group, identity))
+    assert {c.issuer for c in credentials} == {green["issuer"]}, [(c.name, c.issuer) for c in credentials]
+    assert sorted(c.subject for c in credentials) == sorted(
+        f"system:serviceaccount:{namespace}:awx-rot-{account}" for account, namespace in namespaces.items()
+    )
+    # ...and green's ServiceAccounts carry its client ID.
+    client_id = msi.user_assigned_identities.get(group, identity).client_id
+    for account, namespace in namespaces.items():
+        annotations = green_core.read_namespaced_service_account(f"awx-rot-{account}", namespace).metadata.annotations
+        assert annotations["azure.workload.identity/client-id"] == client_id
+
+
+def test_migrate_pod_identity_as_awx_job(lab, awx_environment, cluster_issuer, monkeypatch):
+    """A namespace as aad-pod-identity left it (an AzureIdentity, its binding, two labelled Deployments) migrated,
+    proven and its aad-pod-identity objects removed by one job with the flow's token; the second run changes
+    nothing."""
+    from tests.integration.molecule_checks import pod_identity
+
+    tag = uuid.uuid4().hex[:4]
+    namespace, group = f"awx-pim-{tag}", cluster_issuer["cluster_resource_group"]
+    msi = _msi(lab)
+    identity = msi.user_assigned_identities.create_or_update(group, f"id-awx-pim-{tag}", {"location": "eastus"})
+    lab.install_pod_identity_crds()
+    admin = _admin_client(lab)
+    with monkeypatch.context() as patched:  # the planting script reads the admin's kubeconfig from the environment
+        patched.setenv("K8S_AUTH_KUBECONFIG", str(lab.admin_kubeconfig))
+        assert pod_identity.prepare(admin, namespace, namespace, identity.id, identity.client_id)["changed"]
+    # The binding selects one workload of each other kind the migration patches, all running as default.
+    template = pod_identity.deployment(f"{namespace}-more", namespace, None)["spec"]["template"]
+    selector = {"matchLabels": {"app": f"{namespace}-more"}}
+    apps, batch, more = kubernetes.client.AppsV1Api(admin), kubernetes.client.BatchV1Api(admin), f"{namespace}-more"
+    apps.create_namespaced_stateful_set(
+        namespace,
+        {"metadata": {"name": more}, "spec": {"selector": selector, "serviceName": more, "template": template}},
+    )
+    apps.create_namespaced_daemon_set(
+        namespace, {"metadata": {"name": more}, "spec": {"selector": selector, "template": template}}
+    )
+    job_spec = {"template": {"metadata": template["metadata"], "spec": {**template["spec"], "restartPolicy": "Never"}}}
+    batch.create_namespaced_cron_job(
+        namespace, {"metadata": {"name": more}, "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": job_spec}}}
+    )
+    extravars = {
+        "cluster_resource_group": group,
+        "cluster_name": cluster_issuer["cluster_name"],
+        "pod_identity_migration_state": "migrated",
+        "pod_identity_migration_namespaces": [namespace],
+        "pod_identity_migration_remove_pod_identity": True,
+        "pod_identity_migration_fail_on_unsupported": True,
+    }
+    migrate = {
+        "azure_rm": _azure_credential(lab),
+        "kubernetes_bearer_token": _kubernetes_credential(lab, "migrate_pod_identity"),
+    }
+    marks = {None: lab.kube_mark()}
+
+    job = _run_job(lab, awx_environment, "migrate_pod_identity", migrate, extravars)
+    _assert_success(job, "migrate_pod_identity")
+    assert job.changed > 0
+
+    seq, again_mark = lab.last_seq(), lab.kube_mark()
+    again = _run_job(lab, awx_environment, "migrate_pod_identity", migrate, extravars)
+    _assert_success(again, "migrate_pod_identity (second run)")
+    assert again.changed == 0, f"the second migration changed something:\n{again.stdout}"
+    assert lab.writes(seq) == [], "the second migration wrote to Azure"
+    assert _writes_by(lab, again_mark, "migrate_pod_identity") == []
+
+    _assert_least_privilege(lab, marks, "migrate_pod_identity")
+    # The result, with the kubernetes client and the SDK: aad-pod-identity's objects gone, the ServiceAccounts
+    # annotated, the pod templates moved to them with the workload identity label and the migration sidecar...
+    found = pod_identity.show(admin, namespace)
+    assert (found["azureidentities"], found["azureidentitybindings"]) == ([], []), found
+    deployments, accounts = found["deployments"], found["service_accounts"]
+    for deployment, account in (
+        (f"{namespace}-api", f"{namespace}-api-sa"),
+        (f"{namespace}-worker", f"{namespace}-binding"),
+    ):
+        assert accounts[account]["azure.workload.identity/client-id"] == identity.client_id, found
+        assert deployments[deployment]["service_account_name"] == account, found
+        assert deployments[deployment]["template_labels"]["azure.workload.identity/use"] == "true", found
+        assert deployments[deployment]["template_annotations"]["azure.workload.identity/inject-proxy-sidecar"] == "true"
+    templates = [
+        apps.read_namespaced_stateful_set(more, namespace).spec.template,
+        apps.read_namespaced_daemon_set(more, namespace).spec.template,
+        batch.read_namespaced_cron_job(more, namespace).spec.job_template.spec.template,
+    ]
+    for template in templates:
+        assert template.spec.service_account_name == f"{namespace}-binding", template
+        assert template.metadata.labels["azure.workload.identity/use"] == "true", template
+    # ...and the identity trusts the cluster's issuer for both.
+    credentials = list(msi.federated_identity_credentials.list(group, identity.name))
+    assert {c.issuer for c in credentials} == {lab.state()["config"]["kube_issuer_url"]}
+    assert sorted(c.subject for c in credentials) == [
+        f"system:serviceaccount:{namespace}:{namespace}-api-sa",
+        f"system:serviceaccount:{namespace}:{namespace}-binding",
+    ]
+
+
+def test_onboard_as_awx_job(lab, awx_environment, cluster_issuer):
+    """Two ServiceAccounts ask for an identity: the one within the policy (extra variables) is onboarded and proven,
+    the one asking for a grant outside it is refused where its team sees it, by one job with the EDA automation's
+    token (extensions/eda/rbac/onboarding.yml); the second run changes nothing."""
+    tag = uuid.uuid4().hex[:4]
+    namespace, identity, group = f"awx-onb-{tag}", f"id-awx-onb-{tag}", cluster_issuer["cluster_resource_group"]
+    core = kubernetes.client.CoreV1Api(_admin_client(lab))
+    core.create_namespace({"metadata": {"name": namespace}})
+    asked = {"orders": "Key Vault Secrets User@app-vault", "greedy": "Owner@app-vault"}
+    for name, grants in asked.items():
+        annotations = {
+            "aks.workload-identity/request-identity": identity,
+            "aks.workload-identity/request-grants": grants,
+        }
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": name, "annotations": annotations}})
+    extravars = {
+        "cluster_resource_group": group,
+        "cluster_name": cluster_issuer["cluster_name"],
+        # A registry of its own: the EDA tests' automation records in the default one.
+        "onboarding_registry_name": "awx-onb-registry",
+        "onboarding_policy": {
+            "identity_resource_group": group,
+            "scopes": {"app-vault": cluster_issuer["vault_id"]},
+            "namespaces": {namespace: {"identities": ["id-awx-onb-*"], "grants": ["Key Vault Secrets User@app-vault"]}},
+        },
+    }
+    onboard = {"azure_rm": _azure_credential(lab), "kubernetes_bearer_token": _kubernetes_credential(lab, "onboard")}
+    marks = {None: lab.kube_mark()}
+    try:
+        job = _run_job(lab, awx_environment, "onboard", onboard, extravars)
+        _assert_success(job, "onboard")
+        assert job.changed > 0
+
+        seq, again_mark = lab.last_seq(), lab.kube_mark()
+        again = _run_job(lab, awx_environment, "onboard", onboard, extravars)
+        _assert_success(again, "onboard (second run)")
+        assert again.changed == 0, f"the second onboarding changed something:\n{again.stdout}"
+        assert lab.writes(seq) == [], "the second onboarding wrote to Azure"
+        assert _writes_by(lab, again_mark, "onboard") == []
+
+        _assert_least_privilege(lab, marks, "onboard")
+        # The result, with the SDK and the kubernetes client: orders onboarded (its identity trusts it, its client
+        # ID on it), greedy refused with the reason where its team sees it and nothing applied for it.
+        msi = _msi(lab)
+        client_id = msi.user_assigned_identities.get(group, identity).client_id
+        subjects = [c.subject for c in msi.federated_identity_credentials.list(group, identity)]
+        assert subjects == [f"system:serviceaccount:{namespace}:orders"]
+        status = "aks.workload-identity/onboarding-status"
+        orders = core.read_namespaced_service_account("orders", namespace).metadata.annotations
+        assert (orders[status], orders["azure.workload.identity/client-id"]) == ("onboarded", client_id)
+        greedy = core.read_namespaced_service_account("greedy", namespace).metadata.annotations
+        assert greedy[status] == "refused" and "azure.workload.identity/client-id" not in greedy, greedy
+        events = core.list_namespaced_event(namespace).items
+        reasons = sorted((e.involved_object.name, e.reason) for e in events)
+        assert reasons == [("greedy", "OnboardingRefused"), ("orders", "Onboarded")], reasons
+        assert "grant Owner@app-vault is not allowed" in next(e.message for e in events if e.reason != "Onboarded")
+    finally:
+        # The requests go with the test: an onboarding automation later in the session sees only its own.
+        for name in asked:
+            core.delete_namespaced_service_account(name, namespace)

@@ -38,6 +38,16 @@ ROLES_OF_FLOW = {
     "teardown": ("teardown",),
     "audit": ("audit",),
     "site": ("cluster", "workload", "keyvault_access", "verify"),
+    "rotate_issuer": ("issuer_rotation",),
+    "migrate_pod_identity": ("pod_identity_migration",),
+    "onboard": ("onboarding",),
+}
+# Flows whose inputs a survey cannot hold: onboard's onboarding_policy is a dictionary (extra variables only).
+WITHOUT_SURVEY = {"onboard"}
+# The ServiceAccount each flow's Kubernetes credential belongs to (namespace, name) and the file that binds it:
+# extensions/awx/rbac/<flow>.yml, but onboard runs the EDA automation's playbook with its least privilege.
+ACCOUNTS = {
+    "onboard": ("aks-wid-onboarding", "aks-wid-onboarding", REPO / "extensions" / "eda" / "rbac" / "onboarding.yml")
 }
 # awx/main/constants.py SURVEY_TYPE_MAPPING: the Python type of each question type's default.
 SURVEY_TYPE_MAPPING = {
@@ -120,7 +130,16 @@ def _survey(flow: str) -> dict:
 
 
 def test_a_survey_per_main_flow():
-    assert set(SURVEYS) == set(ROLES_OF_FLOW)
+    assert set(SURVEYS) == set(ROLES_OF_FLOW) - WITHOUT_SURVEY
+
+
+def test_flows_without_survey_are_documented():
+    """docs/awx.md says that they take extra variables only, and names each required option."""
+    docs = (REPO / "docs" / "awx.md").read_text()
+    for flow in WITHOUT_SURVEY:
+        required = [name for name, option in _options(flow).items() if option.get("required")]
+        assert f"`{flow}` takes extra variables, no survey" in docs, flow
+        assert all(f"`{name}`" in docs for name in required), (flow, required)
 
 
 @pytest.mark.parametrize("flow", SURVEYS)
@@ -225,25 +244,33 @@ def test_credential_types_name_every_flow_and_awx_types():
             assert names[namespace] == name, (flow, namespace)
 
 
+def _account(flow: str) -> tuple[str, str, object]:
+    """(namespace, name, RBAC file) of the flow's ServiceAccount: aks-wid-<flow> (dashes: a Kubernetes name) in
+    awx-automation, bound by extensions/awx/rbac/<flow>.yml, unless ACCOUNTS says otherwise."""
+    return ACCOUNTS.get(flow, ("awx-automation", f"aks-wid-{flow.replace('_', '-')}", AWX / "rbac" / f"{flow}.yml"))
+
+
 def _rbac(flow: str) -> list[dict]:
-    return yaml.safe_load((AWX / "rbac" / f"{flow}.yml").read_text())["items"]
+    return yaml.safe_load(_account(flow)[2].read_text())["items"]
 
 
 def test_every_kubernetes_flow_ships_its_rbac():
     needs = yaml.safe_load((AWX / "credential_types.yml").read_text())
     kubernetes_flows = {flow for flow, types in needs.items() if "kubernetes_bearer_token" in types}
-    assert kubernetes_flows == {"workload", "verify", "teardown", "audit", "site"}
+    assert kubernetes_flows == set(ROLES_OF_FLOW) - {"cluster", "keyvault"}
     for flow in kubernetes_flows:
+        namespace, name, _path = _account(flow)
         documents = _rbac(flow)
-        accounts = [d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"]
+        accounts = [
+            (d["metadata"]["namespace"], d["metadata"]["name"]) for d in documents if d["kind"] == "ServiceAccount"
+        ]
         roles = {d["metadata"]["name"] for d in documents if d["kind"] == "ClusterRole"}
-        assert accounts == [f"aks-wid-{flow}"], flow
+        assert accounts == [(namespace, name)], flow
         assert roles, flow
-        for binding in (d for d in documents if d["kind"] == "ClusterRoleBinding"):
-            assert binding["roleRef"]["name"] in roles, (flow, binding["metadata"]["name"])
-            assert binding["subjects"] == [
-                {"kind": "ServiceAccount", "name": f"aks-wid-{flow}", "namespace": "awx-automation"}
-            ]
+        for binding in (d for d in documents if d["kind"] in ("ClusterRoleBinding", "RoleBinding")):
+            assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+            if binding["kind"] == "ClusterRoleBinding":
+                assert binding["roleRef"]["name"] in roles, (flow, binding["metadata"]["name"])
         bound = {d["roleRef"]["name"] for d in documents if d["kind"] == "ClusterRoleBinding"}
         assert bound == roles, f"{flow}: a ClusterRole nothing binds"
 
