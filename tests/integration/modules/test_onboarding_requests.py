@@ -254,3 +254,35 @@ def test_a_change_whose_old_chain_cannot_go_is_held(lab, world, core, msi):
     assert subjects(msi, group, old) == [] and subjects(msi, group, new) == [f"system:serviceaccount:{apps}:held"]
     assert registry(core, world)[f"{apps}.held"]["identity"]["name"] == new
     assert annotations(core, apps, "held")[STATUS] == "onboarded"
+
+
+def test_identity_binding_request(lab, world, core, msi):
+    """A namespace allowed identity bindings: the request is bound (one binding, AKS's credential, our RBAC) and
+    proven through the AKS token proxy; withdrawn, the ServiceAccount leaves the RBAC and the binding goes."""
+    tag, group = world["tag"], lab.seed["resource_group"]
+    bound, identity = f"{tag}-bound", f"id-{tag}-bound"
+    core.create_namespace({"metadata": {"name": bound}})
+    lab.publish_root_ca(bound)  # what kube-controller-manager does in every namespace of a real cluster
+    policy = world["args"]["policy"]
+    namespaces = {**policy["namespaces"], bound: {"identities": [identity], "federations": ["identity_binding"]}}
+    args = {**world["args"], "policy": {**policy, "namespaces": namespaces}}
+    ask(core, bound, "batch", {IDENTITY: identity, "aks.workload-identity/request-federation": "identity_binding"})
+
+    result = run_module(MODULE, args, env=lab.env)
+    assert not result.failed, result.get("msg")
+    seen = by_account(result)[f"{bound}/batch"]
+    assert seen["status"] == "onboarded" and seen["proven"] is True, seen
+    # No federated credential of its own: the one AKS manages for the identity's bindings.
+    assert [c.name for c in msi.federated_identity_credentials.list(group, identity)] == ["aks-identity-binding"]
+    rbac = k8s.RbacAuthorizationV1Api(core.api_client)
+    client_id = msi.user_assigned_identities.get(group, identity).client_id
+    binding = rbac.read_cluster_role_binding(f"azure-wi-identity-binding-{client_id}")
+    assert [(s.namespace, s.name) for s in binding.subjects] == [(bound, "batch")]
+
+    ask(core, bound, "batch", {IDENTITY: None, "aks.workload-identity/request-federation": None})
+    withdrawn = run_module(MODULE, args, env=lab.env)
+    assert not withdrawn.failed, withdrawn.get("msg")
+    assert by_account(withdrawn)[f"{bound}/batch"]["status"] == "offboarded"
+    with pytest.raises(k8s.ApiException) as gone:
+        rbac.read_cluster_role_binding(f"azure-wi-identity-binding-{client_id}")
+    assert gone.value.status == 404
