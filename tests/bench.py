@@ -265,6 +265,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def scratch_and_noop(title: str, run: dict[str, Any]) -> list[str]:
+    """A run's two rows (from scratch, no-op) under ``title``, then its no-op requests by kind."""
+    lines = [
+        "",
+        title,
+        "",
+        "| run | wall time | ARM requests | Entra token requests | Kubernetes requests |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, key in (("from scratch", "from_scratch"), ("no-op", "no_op")):
+        r = run[key]
+        lines.append(
+            f"| {label} | {r['seconds']:.1f} s | {r['arm_requests']} | {r['entra_token_requests']} "
+            f"| {r['kubernetes_requests']} |"
+        )
+    lines += ["", "Requests of its no-op run, by kind:", ""]
+    return lines + [f"- `{kind}`: {n}" for kind, n in {**run["no_op"]["arm"], **run["no_op"]["kubernetes"]}.items()]
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Measured {results['machine']['date']} on {results['machine']['cpus']} CPUs ({results['machine']['system']}), "
@@ -291,41 +310,19 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     bound = results.get("bound")
     if bound:
-        lines += [
-            "",
+        title = (
             f"N={bound['workloads']} ServiceAccounts in 5 namespaces sharing one identity through one identity binding "
-            "(`federation: identity_binding`; federated credentials alone stop at 20):",
-            "",
-            "| run | wall time | ARM requests | Kubernetes requests |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        for label, key in (("from scratch", "from_scratch"), ("no-op", "no_op")):
-            r = bound[key]
-            lines.append(f"| {label} | {r['seconds']:.1f} s | {r['arm_requests']} | {r['kubernetes_requests']} |")
-        lines += ["", "Requests of its no-op run, by kind:", ""]
-        lines += [f"- `{kind}`: {n}" for kind, n in {**bound["no_op"]["arm"], **bound["no_op"]["kubernetes"]}.items()]
+            "(`federation: identity_binding`; federated credentials alone stop at 20):"
+        )
+        lines += scratch_and_noop(title, bound)
     onboarding = results.get("onboarding")
     if onboarding:
-        lines += [
-            "",
+        title = (
             f"N={onboarding['requests']} self-service onboarding requests (ServiceAccounts annotated in 5 namespaces, "
             "10 identities, a Reader grant each), the `onboard` playbook as the EDA rulebook runs it - from scratch "
-            "each chain is also proven with a token exchange:",
-            "",
-            "| run | wall time | ARM requests | Entra token requests | Kubernetes requests |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
-        for label, key in (("from scratch", "from_scratch"), ("no-op", "no_op")):
-            r = onboarding[key]
-            lines.append(
-                f"| {label} | {r['seconds']:.1f} s | {r['arm_requests']} | {r['entra_token_requests']} "
-                f"| {r['kubernetes_requests']} |"
-            )
-        lines += ["", "Requests of its no-op run, by kind:", ""]
-        lines += [
-            f"- `{kind}`: {n}"
-            for kind, n in {**onboarding["no_op"]["arm"], **onboarding["no_op"]["kubernetes"]}.items()
-        ]
+            "each chain is also proven with a token exchange:"
+        )
+        lines += scratch_and_noop(title, onboarding)
     biggest = results["runs"][-1]
     lines += ["", f"Requests of the no-op run for N={biggest['workloads']}, by kind:", ""]
     lines += [f"- `{kind}`: {n}" for kind, n in {**biggest["no_op"]["arm"], **biggest["no_op"]["kubernetes"]}.items()]
