@@ -33,7 +33,9 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.aks.workload_identity.plugins.module_utils.inputs import spec_errors
 from ansible_collections.aks.workload_identity.plugins.module_utils.reconcile import role_assignment
 from ansible_collections.aks.workload_identity.plugins.module_utils.workload_identity import (
+    ANNOTATION_USE_IDENTITY_BINDING,
     FEDERATIONS,
+    LABEL_USE,
     validate_identity_name,
     validate_location,
     validate_namespace,
@@ -439,9 +441,12 @@ def message(decision: Decision, outcome: str, detail: str = "") -> str:
         text = f"Request refused: {'; '.join(decision.reasons)}.{kept} Change the request annotations to retry."
     elif outcome == ONBOARDED and request is not None:
         grants = ", ".join(f"{r}@{a}" for r, a in request.grants) or "no grants"
+        pods = f"label the pods {LABEL_USE}=true"
+        if request.federation == FEDERATIONS[1]:  # the webhook points them at the AKS token proxy only on request
+            pods += f" and annotate them {ANNOTATION_USE_IDENTITY_BINDING}=true"
         text = (
             f"Onboarded: identity {request.identity}{detail} trusts this ServiceAccount "
-            f"({request.federation}); {grants}. Label the pods azure.workload.identity/use=true."
+            f"({request.federation}); {grants}. Run the pods as this ServiceAccount, {pods}."
         )
     elif outcome == OFFBOARDED:
         text = (

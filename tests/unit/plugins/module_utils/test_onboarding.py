@@ -257,3 +257,11 @@ def test_event_body_names_the_service_account():
 def test_event_name_cut_is_a_dns_subdomain():
     name = ob.event_name("a" * 228 + ".b" * 10, "u", "refused", "m")
     assert len(name) <= 253 and ".." not in name and "-." not in name
+
+
+def test_onboarded_message_says_what_the_pods_need():
+    plain = ob.plan([asking("orders", "api", "id-orders")], {}, policy())[0]
+    assert "label the pods azure.workload.identity/use=true." in ob.message(plain, ob.ONBOARDED)
+    bound = asking("payments", "api", "id-payments", **{ob.REQUEST_FEDERATION: "identity_binding"})
+    decision = ob.plan([bound], {}, policy())[0]
+    assert "annotate them azure.workload.identity/use-identity-binding=true" in ob.message(decision, ob.ONBOARDED)
