@@ -413,37 +413,29 @@ class Run:
     def take_down(self, decisions: list[onboarding.Decision], issuer: str | None) -> dict[str, t.Any]:
         """Offboarded requests, and the recorded chains a changed request replaces; then the grants it dropped.
         Returns the runs by decision key ('<key>' the offboarding or replacement, '<key>#grants' the revocation)."""
+        leaving = [d.item for d in decisions if d.action == onboarding.OFFBOARD]
+        leaving += [d.replaced for d in decisions if d.action == onboarding.APPLY and d.replaced is not None]
+        revoking = [{**d.item, "grants": d.revoked} for d in decisions if d.action == onboarding.APPLY and d.revoked]
+        if not (leaving or revoking):
+            return {}
+        # What stays: the applied requests (a replaced chain's new identity among them) and what refusals keep.
         staying_raw = onboarding.staying_items(decisions)
-        leaving = [d for d in decisions if d.action == onboarding.OFFBOARD]
-        replaced = [d for d in decisions if d.action == onboarding.APPLY and d.replaced is not None]
-        revoking = [d for d in decisions if d.action == onboarding.APPLY and d.revoked]
+        staying = self.items(staying_raw, "absent", issuer) if staying_raw else []
         runs: dict[str, t.Any] = {}
-        if leaving or replaced:
-            items = self.items(
-                [d.item if d.action == onboarding.OFFBOARD else d.replaced for d in leaving + replaced],
-                "absent",
-                issuer,
-            )
-            # The replaced chains' ServiceAccounts stay (they get the new chain next): only others' items are kept.
-            staying = self.items(staying_raw, "absent", issuer) if staying_raw else []
-            engine = self._engine()
-            done, _identities = engine.take_down(
-                items,
-                staying=[s for s in staying if s.name not in {d.key for d in leaving}],
+        if leaving:
+            done, _identities = self._engine().take_down(
+                self.items(leaving, "absent", issuer),
+                staying=staying,
                 issuer=issuer,
                 delete_service_account=False,
                 keep_identity=not self.policy.delete_identities,
                 keyvaults=[],
-                kubernetes=True,
             )
             runs.update({run.item.name: run for run in done})
         if revoking:
-            raws = [{**d.item, "grants": d.revoked} for d in revoking]
-            staying = [s for s in staying_raw if s["name"] not in {d.key for d in revoking}]
-            engine = self._engine()
-            done, _identities = engine.take_down(
-                self.items(raws, "absent", issuer),
-                staying=self.items(staying, "absent", issuer) if staying else [],
+            done, _identities = self._engine().take_down(
+                self.items(revoking, "absent", issuer),
+                staying=staying,
                 issuer=issuer,
                 delete_service_account=False,
                 keep_identity=True,

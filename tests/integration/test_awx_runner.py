@@ -24,7 +24,6 @@ own least privilege (extensions/eda/rbac/onboarding.yml: the same playbook, the 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -39,6 +38,7 @@ import pytest
 import yaml
 
 from tests.conftest import COLLECTIONS, REPO
+from tests.integration.automation import service_account_login
 
 ansible_runner = pytest.importorskip("ansible_runner")
 kubernetes = pytest.importorskip("kubernetes")
@@ -102,17 +102,6 @@ def _admin_client(lab, cluster: str | None = None) -> Any:
     return kubernetes.config.new_client_from_config(str(lab.kubeconfig(cluster)))
 
 
-def _apply(api_client: Any, path: Path) -> None:
-    from kubernetes.utils import FailToCreateError, create_from_dict
-
-    for document in yaml.safe_load(path.read_text())["items"]:  # one v1 List per file
-        try:
-            create_from_dict(api_client, document)
-        except FailToCreateError as error:  # already there (the namespace both files declare, a second session)
-            if any(failure.status != 409 for failure in error.api_exceptions):
-                raise
-
-
 def _account(flow: str) -> tuple[Path, str, str]:
     """The flow's RBAC file, and the namespace and name of the ServiceAccount it binds."""
     namespace = ACCOUNT_NAMESPACES.get(flow, AUTOMATION_NAMESPACE)
@@ -123,21 +112,8 @@ def _kubernetes_credential(lab, flow: str, cluster: str | None = None) -> dict[s
     """The inputs of an AWX "OpenShift or Kubernetes API Bearer Token" credential for ``flow``'s ServiceAccount, on
     the lab's first cluster or on the cluster added as ``cluster``."""
     path, namespace, name = _account(flow)
-    api_client = _admin_client(lab, cluster)
-    _apply(api_client, path)
-    request = {"spec": {"expirationSeconds": 3600}}
-    token = (
-        kubernetes.client.CoreV1Api(api_client)
-        .create_namespaced_service_account_token(name, namespace, request)
-        .status.token
-    )
-    endpoint = json.loads(lab.kubeconfig(cluster).read_text())["clusters"][0]["cluster"]
-    return {
-        "host": endpoint["server"],
-        "bearer_token": token,
-        "verify_ssl": True,
-        "ssl_ca_cert": base64.b64decode(endpoint["certificate-authority-data"]).decode(),
-    }
+    login = service_account_login(lab, path, namespace, name, cluster)
+    return {"host": login["host"], "bearer_token": login["token"], "verify_ssl": True, "ssl_ca_cert": login["ca_pem"]}
 
 
 def _azure_credential(lab) -> dict[str, str]:

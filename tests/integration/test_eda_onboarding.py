@@ -10,8 +10,6 @@ withdrawn request is taken down. State is read with the test's own clients, neve
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
 import shutil
@@ -26,6 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import COLLECTIONS, REPO
+from tests.integration.automation import service_account_login
 from tests.integration.runner import run_module
 
 kubernetes = pytest.importorskip("kubernetes")
@@ -47,25 +46,11 @@ def rulebook_binary() -> str:
     return found
 
 
-def apply(api_client: Any, path: Path) -> None:
-    from kubernetes.utils import FailToCreateError, create_from_dict
-
-    for document in yaml.safe_load(path.read_text())["items"]:
-        try:
-            create_from_dict(api_client, document)
-        except FailToCreateError as error:
-            if any(failure.status != 409 for failure in error.api_exceptions):
-                raise
-
-
-def automation_env(lab, core, home: Path) -> dict[str, str]:
+def automation_env(lab, home: Path) -> dict[str, str]:
     """What the rulebook's process gets: the Azure credential, and the automation ServiceAccount's bearer token."""
-    token = core.create_namespaced_service_account_token(
-        AUTOMATION[1], AUTOMATION[0], {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    cluster = json.loads(Path(lab.admin_kubeconfig).read_text())["clusters"][0]["cluster"]
+    login = service_account_login(lab, RBAC, *AUTOMATION)
     ca = home.parent / "kube-ca.crt"
-    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    ca.write_text(login["ca_pem"])
     keep = ("PATH", "LANG", "LC_ALL", "JAVA_HOME", "TMPDIR")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env.update({k: v for k, v in lab.env.items() if k.startswith(("AZURE_", "REQUESTS_CA")) or k == "PYTHONPATH"})
@@ -75,8 +60,8 @@ def automation_env(lab, core, home: Path) -> dict[str, str]:
             "HOME": str(home),
             "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
             "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-            "K8S_AUTH_HOST": cluster["server"],
-            "K8S_AUTH_API_KEY": token,
+            "K8S_AUTH_HOST": login["host"],
+            "K8S_AUTH_API_KEY": login["token"],
             "K8S_AUTH_SSL_CA_CERT": str(ca),
             "K8S_AUTH_VERIFY_SSL": "True",
         }
@@ -90,7 +75,6 @@ def world(lab, tmp_path_factory) -> dict[str, Any]:
     assert not enabled.failed, enabled.result
     api_client = kubernetes.config.new_client_from_config(str(lab.admin_kubeconfig))
     core = kubernetes.client.CoreV1Api(api_client)
-    apply(api_client, RBAC)
     tag = f"eda{uuid.uuid4().hex[:4]}"
     apps, closed = f"{tag}-apps", f"{tag}-closed"
     for name in (apps, closed):
@@ -154,7 +138,7 @@ def test_rulebook_onboards_refuses_and_tears_down(lab, world):
             }
         },
     )
-    env = automation_env(lab, core, root / "home")
+    env = automation_env(lab, root / "home")
     log = root / "ansible-rulebook.log"
     mark = lab.kube_mark()
     command = [rulebook_binary(), "-r", RULEBOOK, "-i", str(root / "inventory.yml"), "--vars", str(root / "vars.yml")]

@@ -11,7 +11,8 @@ the environment as AWX injects them (K8S_AUTH_KUBECONFIG, AZURE_*). Output is JS
   kube_workloads.py exchange NAMESPACE SERVICE_ACCOUNT CLIENT_ID
                                                            a token of the ServiceAccount, exchanged at Entra for
                                                            the identity CLIENT_ID, as the webhook-mutated pod would
-  kube_workloads.py delete REQUEST                         deletes what REQUEST names; "finalize_namespaces":
+  kube_workloads.py delete REQUEST                         deletes what REQUEST names ("events_of": [namespace]:
+                                                           all their Events); "finalize_namespaces":
                                                            [name] then finishes deleting those namespaces, as
                                                            the namespace controller (absent in the lab) would
 """
@@ -191,6 +192,9 @@ def delete(api: k8s.ApiClient, request: dict) -> dict:
     for call, namespace, name in targets:
         if read_or_none(call, name, namespace) is not None:
             deleted.append(f"{namespace}/{name}")
+    # Events outlive their namespace too without the namespace controller; a later run would read them back.
+    for namespace in request.get("events_of", []):
+        core.delete_collection_namespaced_event(namespace)
     # The lab runs no kube-controller-manager, so a deleted namespace stays Terminating for ever. Do the namespace
     # controller's last step once its contents are gone (deleted above): clear spec.finalizers through the
     # /finalize subresource, and the API server removes the namespace.

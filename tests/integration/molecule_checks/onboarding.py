@@ -5,8 +5,6 @@ from the environment (K8S_AUTH_KUBECONFIG). Output is JSON on stdout.
   onboarding.py request NAMESPACE SERVICE_ACCOUNT ANNOTATIONS   creates the namespace and ServiceAccount when absent
                                                                 and sets ANNOTATIONS (JSON; null removes a key)
   onboarding.py show NAMESPACE SERVICE_ACCOUNT                  its annotations and the Events about it
-  onboarding.py delete-namespaces NAME...                       deletes the namespaces and finishes their deletion,
-                                                                as the namespace controller (absent in the lab) would
 """
 
 from __future__ import annotations
@@ -61,33 +59,6 @@ def show(api: k8s.CoreV1Api, namespace: str, name: str) -> dict:
     }
 
 
-def delete_namespaces(api: k8s.CoreV1Api, names: list[str]) -> dict:
-    changed = False
-    for name in names:
-        # What the namespace controller would delete first; without it they would outlive the namespace in etcd.
-        for purge in (
-            api.delete_collection_namespaced_service_account,
-            api.delete_collection_namespaced_config_map,
-            api.delete_collection_namespaced_event,
-        ):
-            purge(name)
-        try:
-            api.delete_namespace(name)
-            changed = True
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            continue
-        try:
-            found = api.read_namespace(name)
-            found.spec.finalizers = []
-            api.replace_namespace_finalize(name, found)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-    return {"changed": changed}
-
-
 def main(argv: list[str]) -> int:
     command, args = argv[0], argv[1:]
     api = core()
@@ -95,8 +66,6 @@ def main(argv: list[str]) -> int:
         result = request(api, args[0], args[1], json.loads(args[2]))
     elif command == "show":
         result = show(api, args[0], args[1])
-    elif command == "delete-namespaces":
-        result = delete_namespaces(api, args)
     else:
         raise SystemExit(f"unknown command {command}")
     print(json.dumps(result))
