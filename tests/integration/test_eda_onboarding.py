@@ -42,7 +42,10 @@ WAIT = 180  # seconds for one reconcile to show: a playbook run with a proof, on
 def rulebook_binary() -> str:
     found = shutil.which("ansible-rulebook", path=str(Path(sys.executable).parent)) or shutil.which("ansible-rulebook")
     if not found or not shutil.which("java"):
-        pytest.skip("ansible-rulebook and Java 17 are needed (tests/requirements.txt; the machine's JDK)")
+        missing = "ansible-rulebook and Java 17 are needed (tests/requirements.txt; the machine's JDK)"
+        if os.environ.get("CI"):  # CI installs both: a skip there would hide the EDA flow
+            pytest.fail(missing)
+        pytest.skip(missing)
     return found
 
 
